@@ -1,0 +1,31 @@
+# Two entry points: `make run` starts the example stack, `make test` runs the suite.
+# Each builds the virtual environment it needs from the requirements files.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test bench tui clean
+
+$(BIN)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+$(BIN)/.dev: requirements-dev.txt $(BIN)/.runtime
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+run: $(BIN)/.runtime
+	$(BIN)/python flowlayer.py -c examples/stack/flowlayer.jsonc
+
+tui: $(BIN)/.runtime
+	$(BIN)/python tui.py -config examples/stack/flowlayer.jsonc
+
+test: $(BIN)/.dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(BIN)/.dev
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache

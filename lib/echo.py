@@ -1,0 +1,96 @@
+"""Terminal echo of captured lines: best effort, like a client.
+
+The store hands entries to `offer` under its lock; a slow terminal must never slow
+capture, so entries past a bounded backlog are counted instead of queued, and one
+`[flowlayer] echo: N lines skipped` line reports them once the writer catches up.
+"""
+import threading
+from collections import deque
+
+SERVER = "flowlayer"
+BACKLOG_LIMIT = 20000
+PALETTE = (36, 33, 35, 32, 34, 96, 93, 95, 92, 94)
+
+
+class Echo:
+    """Writes entries to a binary stream from its own thread."""
+
+    def __init__(self, out, names, color=False):
+        self._out = out
+        self._color = color
+        self._width = max((len(n) for n in names), default=0)
+        self._colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted(names))}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queue = deque()
+        self._pending = 0
+        self._skipped = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="echo", daemon=True)
+        self._thread.start()
+
+    def offer(self, entries):
+        """Store subscriber: queue or count, never block."""
+        with self._lock:
+            if self._pending >= BACKLOG_LIMIT:
+                self._skipped += len(entries)
+                return
+            self._queue.append(entries)
+            self._pending += len(entries)
+            self._wake.notify()
+
+    def say(self, text):
+        """A server line that is not a log entry (the session token)."""
+        with self._lock:
+            self._queue.append(text)
+            self._wake.notify()
+
+    def close(self):
+        """Write what is queued, then stop the thread."""
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout=10)
+
+    def _run(self):
+        while True:
+            with self._lock:
+                self._wake.wait_for(lambda: self._queue or self._skipped or self._closed)
+                batches = list(self._queue)
+                self._queue.clear()
+                self._pending = 0
+                skipped, self._skipped = self._skipped, 0
+                done = self._closed and not batches and not skipped
+            if done:
+                return
+            parts = []
+            for batch in batches:
+                if isinstance(batch, str):
+                    parts.append(self._server_line(batch))
+                else:
+                    parts.extend(self._format(e) for e in batch)
+            if skipped:
+                parts.append(self._server_line(f"echo: {skipped} lines skipped"))
+            try:
+                self._out.write("".join(parts).encode("utf-8", "replace"))
+                self._out.flush()
+            except (OSError, ValueError):
+                pass
+
+    def _server_line(self, message):
+        tag = "\x1b[1m[flowlayer]\x1b[0m" if self._color else "[flowlayer]"
+        return f"{tag} {message}\n"
+
+    def _format(self, entry):
+        if entry.service == SERVER:
+            return self._server_line(entry.message)
+        mark = "!" if entry.stream == "stderr" else "|"
+        name = entry.service.ljust(self._width)
+        if not self._color:
+            return f"{name} {mark} {entry.message}\n"
+        name = f"\x1b[{self._colors.get(entry.service, 37)}m{name}\x1b[0m"
+        if entry.stream == "stderr":
+            return f"{name} \x1b[31m{mark} {entry.message}\x1b[0m\n"
+        if entry.stream == "system":
+            return f"{name} {mark} \x1b[2m{entry.message}\x1b[0m\n"
+        return f"{name} {mark} {entry.message}\n"

@@ -1,0 +1,199 @@
+"""The server program: flags, config discovery, boot lines, signals and exit codes."""
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+
+from . import __version__
+from .config import ConfigError, load, parse_bind
+from .echo import Echo
+from .flags import UsageError, parse
+from .logstore import LogStore
+from .runtime import Runtime
+
+DISCOVERY = ("flowlayer.jsonc", "flowlayer.json", "flowlayer.config.jsonc", "flowlayer.config.json")
+
+HELP = """\
+Usage: flowlayer-server [-c PATH | --config PATH | PATH] [-s BIND] [-token TOKEN] [--no-color]
+
+Start the services of a FlowLayer config in dependency waves, capture every output
+line, and serve the session API that clients (flowlayer-client-tui) connect to.
+
+Options:
+  -c, --config PATH   config file; without one the current directory is searched for
+                      flowlayer.jsonc, flowlayer.json, flowlayer.config.jsonc and
+                      flowlayer.config.json, in that order
+  -s BIND             session API address (host:port, [v6]:port, :port or port);
+                      overrides session.bind and enables the API
+  -token TOKEN        session API bearer token; overrides session.token (a random
+                      fl_<uuid> token is generated when the API has none)
+  --no-color          no colour, even on a terminal (NO_COLOR works too)
+  -h, --help          show this help and exit
+  --version           print the version and exit
+
+Flags take one or two dashes, and -flag=value works too.
+Ctrl-C or SIGTERM stops every service in reverse dependency order, then exits 0;
+a second Ctrl-C kills every remaining process group at once and exits 130.
+Exit codes: 0 clean run, 1 runtime failure, 2 usage or config error.
+"""
+
+FLAG_VALUES = ("config", "s", "token")
+FLAG_SWITCHES = ("no-color", "help", "version")
+FLAG_ALIASES = {"c": "config", "h": "help"}
+
+
+class RuntimeFailure(Exception):
+    """The server cannot go on (address in use, logs dir): exit 1."""
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except UsageError as exc:
+        sys.stderr.write(f"Error: {exc}\n\n{HELP}")
+        return 2
+    except ConfigError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return 2
+    except RuntimeFailure as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return 1
+
+
+def run(argv):
+    flags, positionals = parse_flags(argv)
+    if flags.get("help"):
+        sys.stdout.write(HELP)
+        return 0
+    if flags.get("version"):
+        sys.stdout.write(f"flowlayer-server {__version__}\n")
+        return 0
+    path = find_config(flags, positionals)
+    if path is None:
+        if argv:
+            raise UsageError("no config file given and none found in the current directory")
+        sys.stdout.write(HELP)
+        return 0
+    config = load(path)
+    bind = flags.get("s", config.bind)
+    if "s" in flags:
+        try:
+            parse_bind(bind)
+        except ValueError as exc:
+            raise UsageError(f"-s: {exc}") from None
+    token = flags.get("token", config.token)
+    if token == "":
+        raise UsageError("-token: must not be empty")
+    if bind is not None and token is None:
+        token = f"fl_{uuid.uuid4()}"
+    return serve(config, bind, token, color=use_color(flags))
+
+
+def parse_flags(argv):
+    flags, positionals = parse(argv, FLAG_VALUES, FLAG_SWITCHES, FLAG_ALIASES)
+    if len(positionals) > 1:
+        raise UsageError(f"more than one config path given: {' '.join(positionals)}")
+    if positionals and "config" in flags:
+        raise UsageError("config path given both as a flag and as an argument")
+    return flags, positionals
+
+
+def find_config(flags, positionals):
+    """The config path: from the flag or argument, else the first file found here."""
+    if "config" in flags:
+        return flags["config"]
+    if positionals:
+        return positionals[0]
+    return next((name for name in DISCOVERY if os.path.isfile(name)), None)
+
+
+def use_color(flags):
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and not flags.get("no-color")
+
+
+def serve(config, bind, token, color):
+    """Boot, wait for a signal, shut down; return the exit code."""
+    echo = Echo(sys.stdout.buffer, config.services, color=color)
+    try:
+        store = LogStore(config.buffer_size, config.logs_dir, on_warning=lambda m: echo.say(f"warning: {m}"))
+    except OSError as exc:
+        echo.close()
+        raise RuntimeFailure(f"cannot create logs dir {config.logs_dir}: {exc.strerror or exc}") from None
+    store.subscribe(echo.offer)
+    runtime = Runtime(config, store)
+    say = runtime.log_server
+    say(f"boot: config {config.path}")
+    say(f"boot: services: {len(config.services)}")
+    say("boot: plan: " + "  ".join(f"[{i}] {', '.join(wave)}" for i, wave in enumerate(config.waves)))
+    session = None
+    if bind is not None:
+        session = start_session(runtime, store, config, bind, token, echo)
+        say(f"boot: session api: {session.url}")
+        echo.say(f"boot: session token: {token}")
+    try:
+        wait_for_signal(runtime)
+    finally:
+        if session is not None:
+            session.close()
+        store.close()
+        echo.close()
+    return 0
+
+
+def start_session(runtime, store, config, bind, token, echo):
+    # Imported here: websocket-server is only loaded when the API is enabled.
+    from .session import SessionServer
+    host, port = parse_bind(bind)
+    session = SessionServer(runtime, store, config, host, port, token)
+    try:
+        session.start()
+    except OSError as exc:
+        store.close()
+        echo.close()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise RuntimeFailure(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    return session
+
+
+def wait_for_signal(runtime):
+    """Boot in the background; the first SIGINT/SIGTERM shuts down, a second SIGINT kills."""
+    requested = threading.Event()
+    finished = threading.Event()
+    signals = []
+
+    def on_signal(signum, _frame):
+        signals.append(signum)
+        if len(signals) == 1:
+            requested.set()
+        elif signum == signal.SIGINT:
+            force_exit(runtime)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    boot = threading.Thread(target=runtime.boot, name="boot", daemon=True)
+    boot.start()
+    requested.wait()
+    started = time.monotonic()
+
+    def shut_down():
+        runtime.log_server(f"shutdown: {signal.Signals(signals[0]).name} received, stopping services")
+        runtime.shutdown()
+        boot.join()
+        runtime.log_server(f"shutdown: complete ({time.monotonic() - started:.2f}s)")
+        finished.set()
+
+    threading.Thread(target=shut_down, name="shutdown", daemon=True).start()
+    finished.wait()
+
+
+def force_exit(runtime):
+    """Second Ctrl-C: no more waiting, every group gets SIGKILL now."""
+    runtime.kill_all()
+    try:
+        os.write(1, b"[flowlayer] shutdown: forced, killed every process group\n")
+    except OSError:
+        pass
+    os._exit(130)
