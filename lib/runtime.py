@@ -89,19 +89,41 @@ class _Service:
 
 
 def service_env(cfg):
-    """The server's environment, PYTHONUNBUFFERED=1 unless set, then the service's own."""
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.update(cfg.env)
+    """What a service adds to the server's environment: its `env`, and
+    PYTHONUNBUFFERED=1 unless set, so Python services' lines arrive as printed."""
+    env = dict(cfg.env)
+    if "PYTHONUNBUFFERED" not in os.environ:
+        env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def group_exists(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+class _NoGuardian:
+    """Stands in for lib.guardian.Guardian where no orphan guard runs (tests)."""
+
+    def watch(self, pgid):
+        pass
+
+    def forget(self, pgid):
+        pass
 
 
 class Runtime:
     """Runs the services of one config and reports every change of state."""
 
-    def __init__(self, config, store):
+    def __init__(self, config, store, guardian=None):
         self.config = config
         self.store = store
+        self._guardian = guardian or _NoGuardian()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._services = {name: _Service(cfg, service_env(cfg))
@@ -393,6 +415,7 @@ class Runtime:
                 svc.process = None
                 self._changed.notify_all()
             return self._fail_start(svc, str(exc))
+        self._guardian.watch(proc.pid)
         with self._lock:
             svc.spawning = False
             self._changed.notify_all()
@@ -429,6 +452,8 @@ class Runtime:
         return False
 
     def _on_exit(self, svc, proc, code):
+        if not group_exists(proc.pid):
+            self._guardian.forget(proc.pid)
         with self._lock:
             if svc.process is not proc:
                 return
@@ -471,6 +496,7 @@ class Runtime:
             self._run_stop_cmd(svc)
         if proc is not None:
             proc.terminate(grace=STOP_GRACE)
+            self._guardian.forget(proc.pid)
             with self._lock:
                 self._changed.wait_for(lambda: svc.exit_code is not None)
         if svc.cfg.port > 0:
@@ -487,14 +513,16 @@ class Runtime:
         except SpawnError as exc:
             self._log(svc, f"stopCmd failed: {exc}")
             return
+        self._guardian.watch(proc.pid)
         with self._lock:
             self._helpers.add(proc)
         try:
             if not done.wait(STOP_CMD_TIMEOUT):
                 self._log(svc, f"stopCmd still running after {STOP_CMD_TIMEOUT:g}s: killed")
-                proc.terminate(grace=0)
-                done.wait()
+            proc.terminate(grace=0)
+            done.wait()
         finally:
+            self._guardian.forget(proc.pid)
             with self._lock:
                 self._helpers.discard(proc)
 

@@ -10,6 +10,7 @@ from . import __version__
 from .config import ConfigError, load, parse_bind
 from .echo import Echo
 from .flags import UsageError, parse
+from .guardian import Guardian
 from .logstore import LogStore
 from .runtime import Runtime
 
@@ -123,19 +124,21 @@ def serve(config, bind, token, color):
         echo.close()
         raise RuntimeFailure(f"cannot create logs dir {config.logs_dir}: {exc.strerror or exc}") from None
     store.subscribe(echo.offer)
-    runtime = Runtime(config, store)
+    guardian = Guardian()
+    runtime = Runtime(config, store, guardian)
     say = runtime.log_server
     say(f"boot: config {config.path}")
     say(f"boot: services: {len(config.services)}")
     say("boot: plan: " + "  ".join(f"[{i}] {', '.join(wave)}" for i, wave in enumerate(config.waves)))
     session = None
-    if bind is not None:
-        session = start_session(runtime, store, config, bind, token, echo)
-        say(f"boot: session api: {session.url}")
-        echo.say(f"boot: session token: {token}")
     try:
+        if bind is not None:
+            session = start_session(runtime, store, config, bind, token)
+            say(f"boot: session api: {session.url}")
+            echo.say(f"boot: session token: {token}")
         wait_for_signal(runtime)
     finally:
+        guardian.close()
         if session is not None:
             session.close()
         store.close()
@@ -143,7 +146,7 @@ def serve(config, bind, token, color):
     return 0
 
 
-def start_session(runtime, store, config, bind, token, echo):
+def start_session(runtime, store, config, bind, token):
     # Imported here: websocket-server is only loaded when the API is enabled.
     from .session import SessionServer
     host, port = parse_bind(bind)
@@ -151,8 +154,6 @@ def start_session(runtime, store, config, bind, token, echo):
     try:
         session.start()
     except OSError as exc:
-        store.close()
-        echo.close()
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise RuntimeFailure(f"cannot listen on {where}: {exc.strerror or exc}") from None
     return session

@@ -44,3 +44,70 @@ def write_config(directory, data, name="flowlayer.jsonc"):
 def py_cmd(code):
     """argv running a Python one-liner with the test interpreter."""
     return [PY, "-u", "-c", code]
+
+
+class ServerProcess:
+    """`python flowlayer.py ARGS` with its output collected line by line."""
+
+    def __init__(self, *args, cwd=None, env=None):
+        import subprocess
+        import threading
+        self.lines = []
+        self.proc = subprocess.Popen(
+            [PY, os.path.join(ROOT, "flowlayer.py"), *args], cwd=cwd, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def wait_line(self, text, timeout=20):
+        """Wait for an output line containing `text`; return it."""
+        return wait_until(lambda: next((l for l in self.lines if text in l), None),
+                          timeout, message=f"output line {text!r}; got {self.lines[-5:]}")
+
+    def stop(self, sig=None, timeout=30):
+        """Signal the server (SIGTERM by default) and return its exit code."""
+        import signal
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
+
+@pytest.fixture
+def server():
+    """Start servers with `server(*args)`; each is stopped (SIGTERM) after the test."""
+    started = []
+
+    def start(*args, **kwargs):
+        started.append(ServerProcess(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for s in started:
+        if s.proc.poll() is None:
+            s.stop()
+
+
+def pids_with_marker(marker):
+    """Live (non-zombie) processes whose environment contains `marker`."""
+    found = []
+    needle = marker.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle not in f.read():
+                    continue
+            with open(f"/proc/{entry}/stat") as f:
+                if f.read().rsplit(") ", 1)[-1][:1] == "Z":
+                    continue
+        except OSError:
+            continue
+        found.append(int(entry))
+    return found

@@ -1,0 +1,183 @@
+"""The server program end to end: flags, discovery, boot lines, echo, signals, exit codes."""
+import os
+import pty
+import signal
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import PY, ROOT, free_port, pids_with_marker, py_cmd, wait_until, write_config
+
+SLEEP = "import time;print('up',flush=True);time.sleep(600)"
+FLOWLAYER = os.path.join(ROOT, "flowlayer.py")
+
+
+def run(*args, cwd=None, timeout=30):
+    return subprocess.run([PY, FLOWLAYER, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def simple_config(tmp_path, **services):
+    return write_config(tmp_path, {"services": services or {"app": {"cmd": py_cmd(SLEEP)}}})
+
+
+def test_version():
+    out = run("--version")
+    assert out.returncode == 0
+    assert out.stdout.startswith("flowlayer-server ")
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help", "-help"])
+def test_help(flag):
+    out = run(flag)
+    assert out.returncode == 0
+    assert "Usage: flowlayer-server" in out.stdout
+
+
+def test_no_config_and_no_arguments_prints_help(tmp_path):
+    out = run(cwd=tmp_path)
+    assert out.returncode == 0 and "Usage:" in out.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["-v"], "flag provided but not defined: -v"),
+    (["--no-color"], "no config file"),
+    (["-c", "a.jsonc", "--config", "b.jsonc"], "conflicts"),
+    (["-c", "a.jsonc", "b.jsonc"], "both"),
+    (["a.jsonc", "b.jsonc"], "more than one"),
+    (["-token"], "needs an argument"),
+])
+def test_usage_errors_exit_2_with_help(tmp_path, args, needle):
+    out = run(*args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.startswith("Error: ") and needle in out.stderr
+    assert "Usage:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    out = run("-c", str(tmp_path / "nope.jsonc"))
+    assert out.returncode == 2
+    assert out.stderr.startswith("Error: ") and "nope.jsonc" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_config_names_file_and_key(tmp_path):
+    path = write_config(tmp_path, '{\n  "services": {\n    "api": {"cmd": "x", "dependOn": []}\n  }\n}\n')
+    out = run("-c", path)
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"Error: {path}:3:")
+    assert "dependsOn" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_bind_flag_is_a_usage_error(tmp_path):
+    out = run("-c", simple_config(tmp_path), "-s", "127.0.0.1:99999")
+    assert out.returncode == 2 and out.stderr.startswith("Error: -s")
+
+
+def test_discovery_order(tmp_path, server):
+    write_config(tmp_path, {"services": {"second": {"cmd": py_cmd(SLEEP)}}}, "flowlayer.json")
+    write_config(tmp_path, {"services": {"first": {"cmd": py_cmd(SLEEP)}}}, "flowlayer.jsonc")
+    s = server(cwd=tmp_path)
+    s.wait_line(f"boot: config {tmp_path / 'flowlayer.jsonc'}")
+    s.wait_line("first")
+    assert s.stop() == 0
+
+
+def test_boot_lines_and_echo(tmp_path, server):
+    path = simple_config(
+        tmp_path,
+        db={"cmd": py_cmd(SLEEP)},
+        api={"cmd": py_cmd("import sys,time;print('out',flush=True);print('oops',file=sys.stderr,flush=True);"
+                           "time.sleep(600)"), "dependsOn": ["db"]},
+        cache={"cmd": py_cmd(SLEEP)},
+    )
+    s = server("-c", path)
+    s.wait_line("startup ok")
+    assert s.lines[:3] == [
+        f"[flowlayer] boot: config {path}",
+        "[flowlayer] boot: services: 3",
+        "[flowlayer] boot: plan: [0] cache, db  [1] api",
+    ]
+    s.wait_line("api   | out")
+    s.wait_line("api   ! oops")
+    summary = s.wait_line("startup ok")
+    assert summary.startswith("[flowlayer] boot: startup ok: 3 running, 0 done, 0 failed_start, 0 blocked (")
+    assert s.stop() == 0
+    assert not any("\x1b[" in line for line in s.lines)
+
+
+def test_startup_incomplete_summary(tmp_path, server):
+    path = simple_config(tmp_path, bad={"cmd": "no-such-program-x"}, dep={"cmd": py_cmd(SLEEP), "dependsOn": ["bad"]})
+    s = server("-c", path)
+    s.wait_line("startup incomplete: 0 running, 0 done, 1 failed_start, 1 blocked")
+    s.wait_line("dep | blocked: dependency bad failed")
+    assert s.stop() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_shuts_down_cleanly_in_reverse_order(tmp_path, server, sig):
+    marker = f"FLOWLAYER_TEST_{uuid.uuid4().hex}"
+    child = ("import subprocess,sys,time;subprocess.Popen([sys.executable,'-c','import time;time.sleep(600)']);"
+             "print('up',flush=True);time.sleep(600)")
+    env = {"MARK": marker}
+    path = simple_config(tmp_path, db={"cmd": py_cmd(child), "env": env},
+                         api={"cmd": py_cmd(child), "env": env, "dependsOn": ["db"]})
+    s = server("-c", path)
+    s.wait_line("startup ok")
+    wait_until(lambda: len(pids_with_marker(marker)) == 4, message="services and their children")
+    assert s.stop(sig) == 0
+    assert pids_with_marker(marker) == []
+    stopping = [l.split()[0] for l in s.lines if l.endswith("| stopping")]
+    assert stopping == ["api", "db"]
+    assert s.lines[-1].startswith("[flowlayer] shutdown: complete (")
+
+
+def test_second_sigint_kills_at_once(tmp_path, server):
+    marker = f"FLOWLAYER_TEST_{uuid.uuid4().hex}"
+    stubborn = ("import signal,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
+                "print('up',flush=True);time.sleep(600)")
+    s = server("-c", simple_config(tmp_path, app={"cmd": py_cmd(stubborn), "env": {"MARK": marker}}))
+    s.wait_line("app | up")
+    s.proc.send_signal(signal.SIGINT)
+    s.wait_line("app | stopping")
+    assert s.stop(signal.SIGINT) == 130
+    wait_until(lambda: pids_with_marker(marker) == [], message="group killed")
+
+
+def test_logs_dir_that_cannot_be_created_exits_1(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    path = write_config(tmp_path, {"logs": {"dir": "file/logs"}, "services": {"a": {"cmd": py_cmd(SLEEP)}}})
+    out = run("-c", path)
+    assert out.returncode == 1
+    assert out.stderr.startswith("Error: cannot create logs dir") and "Traceback" not in out.stderr
+
+
+def _run_in_pty(args, env):
+    """Run the server in a pseudo-terminal until its first service line; return the output."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(PY, [PY, FLOWLAYER, *args], env)
+    out = b""
+    try:
+        while b"startup ok" not in out:
+            out += os.read(fd, 65536)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        while True:
+            try:
+                if not os.read(fd, 65536):
+                    break
+            except OSError:
+                break
+        os.waitpid(pid, 0)
+    return out
+
+
+def test_colour_only_on_a_terminal_without_no_color(tmp_path):
+    path = simple_config(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    assert b"\x1b[" in _run_in_pty(["-c", path], env)
+    assert b"\x1b[" not in _run_in_pty(["-c", path, "--no-color"], env)
+    assert b"\x1b[" not in _run_in_pty(["-c", path], {**env, "NO_COLOR": "1"})
