@@ -38,14 +38,19 @@ class Rejected(Exception):
         self.message = message
 
 
-def describe_exit(code):
-    """`exited (code 3)` or `exited (signal SIGTERM)` for a Popen return code."""
+def exit_reason(code):
+    """`exit code 3` or `signal SIGTERM` for a Popen return code."""
     if code < 0:
         try:
-            return f"exited (signal {signal.Signals(-code).name})"
+            return f"signal {signal.Signals(-code).name}"
         except ValueError:
-            return f"exited (signal {-code})"
-    return f"exited (code {code})"
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def describe_exit(code):
+    """The lifecycle line of an exit: `exited (code 3)`, `exited (signal SIGTERM)`."""
+    return f"exited ({exit_reason(code).replace('exit code', 'code')})"
 
 
 class _Operation:
@@ -472,7 +477,7 @@ class Runtime:
             svc.exit_ok = code == 0
             self._set_status(svc, "stopped" if code == 0 else "failed")
         elif svc.starting and svc.cfg.ready is not None and svc.status != "ready":
-            self._log(svc, f"failed_start: process exited before ready (exit code {code})")
+            self._log(svc, f"failed_start: process exited before ready ({exit_reason(code)})")
             self._set_status(svc, "failed")
         else:
             self._set_status(svc, "stopped" if code == 0 else "failed")

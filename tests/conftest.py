@@ -111,3 +111,42 @@ def pids_with_marker(marker):
             continue
         found.append(int(entry))
     return found
+
+
+class Stack:
+    """An in-process runtime over a config written to tmp_path, recording every status event."""
+
+    def __init__(self, tmp_path, services, **top):
+        from lib.config import load
+        from lib.logstore import LogStore
+        from lib.runtime import Runtime
+        self.path = write_config(tmp_path, {"services": services, **top})
+        self.config = load(self.path)
+        self.store = LogStore(self.config.buffer_size, self.config.logs_dir)
+        self.runtime = Runtime(self.config, self.store)
+        self.events = []
+        self.runtime.subscribe(self.events.append)
+
+    def statuses(self, name):
+        return [e.status for e in self.events if e.service == name]
+
+    def lines(self, name, stream=None):
+        entries, _ = self.store.query(name, limit=100000)
+        return [e.message for e in entries if stream is None or e.stream == stream]
+
+    def close(self):
+        self.runtime.shutdown()
+        self.store.close()
+
+
+@pytest.fixture
+def stack(tmp_path):
+    made = []
+
+    def make(services, **top):
+        made.append(Stack(tmp_path, services, **top))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()

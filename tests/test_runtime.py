@@ -6,11 +6,9 @@ import threading
 
 import pytest
 
-from conftest import free_port, py_cmd, wait_until, write_config
+from conftest import free_port, py_cmd, wait_until
 from lib import runtime as runtime_module
-from lib.config import load
-from lib.logstore import LogStore
-from lib.runtime import Rejected, Runtime
+from lib.runtime import Rejected
 
 LISTEN_TCP = (
     "import socket,sys,time;time.sleep(0.1);"
@@ -24,42 +22,6 @@ LISTEN_HTTP = (
     "http.server.HTTPServer(('127.0.0.1',int(sys.argv[1])),h).serve_forever()"
 )
 SLEEP = "import time;print('up',flush=True);time.sleep(600)"
-
-
-class Stack:
-    """A runtime over a config written to tmp_path, recording every status event."""
-
-    def __init__(self, tmp_path, services, **top):
-        self.path = write_config(tmp_path, {"services": services, **top})
-        self.config = load(self.path)
-        self.store = LogStore(self.config.buffer_size, self.config.logs_dir)
-        self.runtime = Runtime(self.config, self.store)
-        self.events = []
-        self.runtime.subscribe(self.events.append)
-
-    def statuses(self, name):
-        return [e.status for e in self.events if e.service == name]
-
-    def lines(self, name, stream=None):
-        entries, _ = self.store.query(name, limit=100000)
-        return [e.message for e in entries if stream is None or e.stream == stream]
-
-    def close(self):
-        self.runtime.shutdown()
-        self.store.close()
-
-
-@pytest.fixture
-def stack(tmp_path):
-    made = []
-
-    def make(services, **top):
-        made.append(Stack(tmp_path, services, **top))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
 
 
 def test_daemon_without_probe_is_running(stack):

@@ -1,0 +1,205 @@
+"""One OS process: spawn it in its own session, capture its output as lines, report its exit
+and stop it together with everything it started (its process group)."""
+import os
+import signal
+import subprocess
+import threading
+import time
+
+CHUNK = 65536  # bytes per os.read: one pipe buffer's worth
+MAX_LINE = 65536  # bytes; a longer line is cut into pieces of at most this size (SPEC 4.1)
+DRAIN_TIMEOUT = 0.5  # seconds the watcher waits for the readers after the exit
+
+
+class SpawnError(Exception):
+    """The process could not be started; the text is a short reason for a log line."""
+
+
+def _cut_point(data, start):
+    """End of the piece of at most MAX_LINE bytes that starts at `start`, moved back to the
+    start of a UTF-8 character so that no character is split (unless the bytes are not UTF-8)."""
+    end = start + MAX_LINE
+    for back in range(4):  # a UTF-8 character spans at most 4 bytes
+        if data[end - back] & 0xC0 != 0x80:  # not a continuation byte
+            return end - back
+    return end
+
+
+def _decode_line(raw):
+    """The messages of one complete line (bytes without its "\\n")."""
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    pieces = []
+    start = 0
+    while len(raw) - start > MAX_LINE:
+        end = _cut_point(raw, start)
+        pieces.append(raw[start:end].decode("utf-8", "replace"))
+        start = end
+    pieces.append(raw[start:].decode("utf-8", "replace"))
+    return pieces
+
+
+class LineSplitter:
+    """Turns a byte stream into messages by the line rules of SPEC 4.1.
+
+    Only complete lines are decoded, so a character split across two reads stays intact.
+    The common case (short lines) decodes and splits a whole chunk at once; carriage returns
+    and over-long lines take a slower path only when they are present."""
+
+    def __init__(self):
+        self._rest = b""  # bytes after the last newline; at most MAX_LINE + 1 long
+
+    def feed(self, chunk):
+        """The messages completed by `chunk` (possibly none)."""
+        data = self._rest + chunk if self._rest else chunk
+        end = data.rfind(b"\n")
+        if end < 0:
+            return self._cut_rest(data)
+        self._rest = data[end + 1:]
+        text = data[:end].decode("utf-8", "replace")
+        lines = text.split("\n")
+        # A line over MAX_LINE bytes has over MAX_LINE / 4 characters: cheap to rule out.
+        if end > MAX_LINE and max(map(len, lines)) > MAX_LINE // 4:
+            lines = [piece for raw in data[:end].split(b"\n") for piece in _decode_line(raw)]
+        elif "\r" in text:
+            lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        if len(self._rest) > MAX_LINE + 1:
+            lines.extend(self._cut_rest(self._rest))
+        return lines
+
+    def finish(self):
+        """The messages of output that ended without a newline."""
+        rest, self._rest = self._rest, b""
+        return _decode_line(rest) if rest else []
+
+    def _cut_rest(self, rest):
+        """Emit full pieces of an unfinished line that is already too long. One spare byte is
+        kept back so that a line of exactly MAX_LINE bytes ending in "\\r\\n" stays whole."""
+        pieces = []
+        start = 0
+        while len(rest) - start > MAX_LINE + 1:
+            end = _cut_point(rest, start)
+            pieces.append(rest[start:end].decode("utf-8", "replace"))
+            start = end
+        self._rest = rest[start:]
+        return pieces
+
+
+def _spawn_reason(error, program, cwd):
+    """A short human reason for a failed spawn, naming the program or the directory."""
+    if cwd is not None and error.filename == cwd:  # the chdir before exec failed
+        if isinstance(error, FileNotFoundError):
+            return f"no such directory: {cwd}"
+        target = cwd
+    else:
+        if isinstance(error, FileNotFoundError):
+            return f'no such program "{program}"'
+        target = program
+    return f"{(error.strerror or str(error)).lower()}: {target}"
+
+
+class Process:
+    """A child process in its own session (process group) whose stdout and stderr are
+    delivered as lists of lines, and whose exit is reported once, after its output.
+
+    `env` holds variables layered over the server's environment (None: inherit as is).
+    Callbacks run on this object's threads: `on_lines(stream, messages)` on the reader of
+    that stream ("stdout" or "stderr"), `on_exit(returncode)` on the watcher."""
+
+    def __init__(self, argv, env, cwd, on_lines, on_exit):
+        self.argv = list(argv)
+        self.env = dict(env) if env else None
+        self.cwd = cwd
+        self._on_lines = on_lines
+        self._on_exit = on_exit
+        self._popen = None
+        self._exited = threading.Event()
+        self._readers = []
+
+    def start(self):
+        """Spawn the process and its reader and watcher threads; raise SpawnError on failure."""
+        if not self.argv:
+            raise SpawnError("empty command")
+        try:
+            self._popen = subprocess.Popen(
+                self.argv,
+                env={**os.environ, **self.env} if self.env else None,
+                cwd=self.cwd,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                bufsize=0,
+                close_fds=True,
+            )
+        except OSError as error:
+            raise SpawnError(_spawn_reason(error, self.argv[0], self.cwd)) from None
+        except ValueError as error:  # e.g. a NUL byte in an argument
+            raise SpawnError(f"invalid command: {error}") from None
+        pid = self._popen.pid
+        for stream, pipe in (("stdout", self._popen.stdout), ("stderr", self._popen.stderr)):
+            reader = threading.Thread(
+                target=self._read, args=(stream, pipe), name=f"{stream}-{pid}", daemon=True
+            )
+            self._readers.append(reader)
+            reader.start()
+        threading.Thread(target=self._watch, name=f"watch-{pid}", daemon=True).start()
+
+    @property
+    def pid(self):
+        return self._popen.pid if self._popen else None
+
+    @property
+    def alive(self):
+        """True from a successful start() until the process exited."""
+        return self._popen is not None and not self._exited.is_set()
+
+    def wait(self, timeout=None):
+        """The return code once the process exited, or None if `timeout` ran out first."""
+        if self._exited.wait(timeout):
+            return self._popen.returncode
+        return None
+
+    def signal_group(self, sig):
+        """Send `sig` to every process of the group; an empty group is not an error."""
+        try:
+            os.killpg(self._popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def terminate(self, grace=5.0):
+        """SIGTERM to the group, then SIGKILL to the group when the process exited or `grace`
+        ran out. The SIGKILL is sent in both cases so that no member of the group (a
+        grandchild that ignored SIGTERM or outlived its parent) survives the stop.
+        Returns the return code."""
+        self.signal_group(signal.SIGTERM)
+        self.wait(grace)
+        self.signal_group(signal.SIGKILL)
+        return self.wait()
+
+    def _read(self, stream, pipe):
+        splitter = LineSplitter()
+        fd = pipe.fileno()
+        deliver = self._on_lines
+        try:
+            while True:
+                chunk = os.read(fd, CHUNK)
+                if not chunk:
+                    break
+                lines = splitter.feed(chunk)
+                if lines:
+                    deliver(stream, lines)
+            lines = splitter.finish()
+            if lines:
+                deliver(stream, lines)
+        finally:
+            pipe.close()
+
+    def _watch(self):
+        returncode = self._popen.wait()  # reaps the child: no zombie
+        self._exited.set()
+        # A grandchild may hold the pipes open; its output keeps flowing after on_exit.
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        for reader in self._readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
+        self._on_exit(returncode)
