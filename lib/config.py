@@ -504,9 +504,6 @@ def _build(file, data):
     if not names:
         raise _Invalid(("services",), "must define at least one service")
     services = {name: _service(name, value, names, base) for name, value in names.items()}
-    if logs_dir is not None and "all" in services:
-        raise _Invalid(("services", "all"), 'reserved when logs.dir is set: its file would be the '
-                       'combined log all.jsonl', at="key")
     dependencies = {name: service.depends_on for name, service in services.items()}
     cycle = find_cycle(dependencies)
     if cycle:

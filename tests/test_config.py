@@ -657,9 +657,3 @@ def test_json5_fallback_joins_escaped_surrogate_pairs():
     with pytest.raises(ConfigError, match="f:1:27: \U0001f600: duplicate key"):
         config._parse("{a: 1, '\\ud83d\\ude00': 2, '\U0001f600': 3}", "f")
 
-
-def test_service_named_all_is_reserved_only_with_logs_dir(tmp_path):
-    services = {"all": {"cmd": "x"}}
-    assert "all" in load(write_config(tmp_path, {"services": services})).services
-    message = expect_error(tmp_path, {"logs": {"dir": "logs"}, "services": services})
-    assert "services.all: reserved when logs.dir is set" in message
