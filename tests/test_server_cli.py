@@ -181,3 +181,21 @@ def test_colour_only_on_a_terminal_without_no_color(tmp_path):
     assert b"\x1b[" in _run_in_pty(["-c", path], env)
     assert b"\x1b[" not in _run_in_pty(["-c", path, "--no-color"], env)
     assert b"\x1b[" not in _run_in_pty(["-c", path], {**env, "NO_COLOR": "1"})
+
+
+def test_session_address_in_use_exits_1(tmp_path):
+    import socket
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        out = run("-c", simple_config(tmp_path), "-s", f"127.0.0.1:{port}")
+    assert out.returncode == 1
+    assert f"Error: cannot listen on 127.0.0.1:{port}:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_generated_token_is_printed(tmp_path, server):
+    s = server("-c", simple_config(tmp_path), "-s", str(free_port()))
+    line = s.wait_line("boot: session token: ")
+    token = line.rsplit(" ", 1)[1]
+    assert token.startswith("fl_") and len(token) == 3 + 36
+    s.wait_line("boot: session api: ws://127.0.0.1:")
+    assert s.stop() == 0

@@ -1,0 +1,399 @@
+"""The log store: one seq counter for every captured line, a ring of recent entries per
+service, queries over them, subscribers, and the JSONL projection on disk (SPEC 4.1-4.3).
+
+`append` is the capture hot path (reader threads, one call per 64 KiB chunk): it does one
+lock acquisition and one list comprehension per call, and nothing per line beyond that.
+Disk writes happen on a writer thread; disk reads only for `before_seq` queries that reach
+past memory. The JSONL files are sorted by seq (the writer receives batches in seq order and
+a new run starts above the highest seq on disk), which lets a query bisect them.
+"""
+import bisect
+import heapq
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from itertools import islice
+from json.encoder import encode_basestring_ascii as _json_string
+from operator import itemgetter
+from typing import NamedTuple
+
+SERVER = "flowlayer"  # service name of server-level lines (stream "system")
+ALL_FILE = "all.jsonl"
+FLUSH_INTERVAL = 0.2  # seconds an entry may wait in the writer before it reaches the file
+_MAX_PENDING = 1 << 20  # characters the writer buffers before writing early
+_BLOCK = 1 << 16  # bytes per read when scanning a JSONL file backwards
+_SYNC_TIMEOUT = 10.0  # seconds a disk query waits for the writer to catch up
+_SEQ = itemgetter(0)
+
+
+class LogEntry(NamedTuple):
+    """One captured line (SPEC 4.1)."""
+    seq: int
+    service: str
+    phase: str
+    stream: str
+    message: str
+    timestamp: str
+
+    def as_dict(self):
+        """The wire and file form, keys in field order."""
+        return dict(zip(self._fields, self))
+
+
+_new_entry = tuple.__new__  # builds a LogEntry from a tuple without a Python-level call
+_stamp_cache = (None, "", "")  # (epoch second, local date-time text, UTC offset text)
+
+
+def format_timestamp(epoch_seconds):
+    """RFC 3339 local time with milliseconds and the UTC offset, e.g.
+    `2026-11-25T10:30:00.123+01:00`. The text of the whole second is cached, and redone on
+    each new second, so a change of offset (DST) shows from the second it happens."""
+    global _stamp_cache
+    second, millis = divmod(int(epoch_seconds * 1000), 1000)
+    cached_second, head, offset = _stamp_cache
+    if second != cached_second:
+        local = time.localtime(second)
+        head = time.strftime("%Y-%m-%dT%H:%M:%S", local)
+        minutes = abs(local.tm_gmtoff) // 60
+        sign = "-" if local.tm_gmtoff < 0 else "+"
+        offset = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+        _stamp_cache = (second, head, offset)
+    return f"{head}.{millis:03d}{offset}"
+
+
+def _file_name(service):
+    """The JSONL file holding `service`'s entries besides all.jsonl; None when its entries live
+    only in all.jsonl (server-level lines, and a service named `all` whose file would be it)."""
+    name = service + ".jsonl"
+    return None if service == SERVER or name == ALL_FILE else name
+
+
+class LogStore:
+    """Sequenced, per-service rings of log entries, with an optional JSONL projection.
+
+    `logs_dir` is created if missing; if that fails the constructor raises OSError (the
+    server exits 1). A dir that turns out unwritable later is reported once through
+    `on_warning(message)` and the store goes on in memory only.
+    """
+
+    def __init__(self, buffer_size=5000, logs_dir=None, on_warning=None):
+        if buffer_size <= 0:
+            raise ValueError("buffer_size must be > 0")
+        self.buffer_size = buffer_size
+        self._warn = on_warning or _print_warning
+        self._lock = threading.Lock()
+        self._rings = {}  # service -> deque of its newest entries
+        self._subscribers = ()  # ((token, callback), ...), replaced as a whole on change
+        self._tokens = iter(range(1, sys.maxsize))
+        self._broken = set()  # tokens of subscribers that raised (reported once)
+        self._logs_dir = logs_dir
+        highest = 0
+        if logs_dir is not None:
+            os.makedirs(logs_dir, exist_ok=True)
+            highest = _highest_seq(os.path.join(logs_dir, ALL_FILE))
+        self._first_seq = max(time.time_ns() // 1000, highest + 1)
+        self._next_seq = self._first_seq
+        self._writer = _JsonlWriter(logs_dir, self._warn) if logs_dir is not None else None
+
+    def append(self, service, stream, messages, phase):
+        """Store one captured chunk of lines: consecutive seqs, one timestamp."""
+        if not messages:
+            return
+        broken = []
+        with self._lock:
+            stamp = format_timestamp(time.time())
+            first = self._next_seq
+            self._next_seq = first + len(messages)
+            entries = [_new_entry(LogEntry, (seq, service, phase, stream, message, stamp))
+                       for seq, message in zip(range(first, self._next_seq), messages)]
+            ring = self._rings.get(service)
+            if ring is None:
+                ring = self._rings[service] = deque(maxlen=self.buffer_size)
+            ring.extend(entries)
+            if self._writer is not None:
+                self._writer.put(entries)
+            for token, callback in self._subscribers:
+                try:
+                    callback(entries)
+                except Exception as exc:  # a subscriber's bug must not stop capture
+                    if token not in self._broken:
+                        self._broken.add(token)
+                        broken.append(f"log subscriber {callback!r} failed: {exc!r}")
+        for message in broken:  # outside the lock: the handler may append itself
+            self._warn(message)
+
+    def subscribe(self, callback):
+        """Call `callback(entries)` for every appended chunk, under the store lock (so in seq
+        order); it must only enqueue. Returns a token for `unsubscribe`."""
+        with self._lock:
+            token = next(self._tokens)
+            self._subscribers += ((token, callback),)
+        return token
+
+    def unsubscribe(self, token):
+        with self._lock:
+            self._subscribers = tuple(s for s in self._subscribers if s[0] != token)
+
+    def query(self, service=None, limit=None, after_seq=None, before_seq=None):
+        """`(entries, truncated)` of SPEC 4.3 for one service (`flowlayer` included) or all
+        (`service=None`), in ascending seq. `limit` defaults to `buffer_size`. A `before_seq`
+        query that reaches past memory continues in the JSONL files when `logs_dir` is set."""
+        if after_seq is not None and before_seq is not None:
+            raise ValueError("after_seq and before_seq are exclusive")
+        limit = self.buffer_size if limit is None else limit
+        if limit <= 0:
+            raise ValueError("limit must be > 0")
+        from_disk = before_seq is not None and self._logs_dir is not None
+        with self._lock:
+            rings = list(self._rings.values()) if service is None else (
+                [self._rings[service]] if service in self._rings else [])
+            # Memory holds every entry of the scope from `floor` on; older ones are on disk.
+            floor = self._memory_floor(rings) if from_disk else 0
+            low = floor if after_seq is None else max(floor, after_seq + 1)
+            newest = _newest(rings, low, before_seq, limit + 1)
+            writer = self._writer
+        if from_disk and len(newest) <= limit:
+            if writer is not None:
+                writer.sync()  # entries below `floor` may still wait in the writer
+            newest += self._read_disk(service, min(floor, before_seq), limit + 1 - len(newest))
+        truncated = len(newest) > limit
+        entries = newest[:limit]
+        entries.reverse()
+        return entries, truncated
+
+    def close(self):
+        """Write what the writer still holds and stop it; the store stays usable in memory."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
+    def _memory_floor(self, rings):
+        """Lowest seq from which memory holds every entry of the scope of `rings`: where a
+        full ring may have dropped older entries, and this run's first seq otherwise."""
+        floor = self._first_seq
+        for ring in rings:
+            if len(ring) == ring.maxlen:
+                floor = max(floor, ring[0].seq)
+        return floor
+
+    def _read_disk(self, service, bound, count):
+        """The newest `count` entries of the scope below seq `bound` in the JSONL files,
+        newest first."""
+        name = ALL_FILE if service is None else _file_name(service) or ALL_FILE
+        only = service if name == ALL_FILE and service is not None else None
+        try:
+            return _read_before(os.path.join(self._logs_dir, name), bound, count, only)
+        except OSError:  # no such file yet, or the dir went away: nothing older to serve
+            return []
+
+
+def _print_warning(message):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _newest(rings, low, high, count):
+    """The newest `count` entries with `low <= seq < high` (no upper bound when `high` is
+    None) across the rings, newest first: a merge of the rings read backwards."""
+    ranges = []
+    for ring in rings:
+        start = bisect.bisect_left(ring, low, key=_SEQ)
+        stop = len(ring) if high is None else bisect.bisect_left(ring, high, key=_SEQ)
+        ranges.append(islice(reversed(ring), len(ring) - stop, len(ring) - start))
+    return list(islice(heapq.merge(*ranges, key=_SEQ, reverse=True), count))
+
+
+# --- JSONL files -------------------------------------------------------------------------
+
+def _format_lines(entries):
+    """JSON lines for a batch from one `append` call, the same text as
+    `json.dumps(entry.as_dict())` per entry. Only seq and message differ inside a batch, so
+    the rest is encoded once."""
+    head = entries[0]
+    middle = (f', "service": {_json_string(head.service)}, "phase": {_json_string(head.phase)}'
+              f', "stream": {_json_string(head.stream)}, "message": ')
+    tail = f', "timestamp": {_json_string(head.timestamp)}}}\n'
+    return "".join([f'{{"seq": {e[0]}{middle}{_json_string(e[4])}{tail}' for e in entries])
+
+
+def _parse_line(line):
+    """The LogEntry of one JSONL line, or None for a torn or foreign line."""
+    try:
+        data = json.loads(line)
+        entry = LogEntry(data["seq"], data["service"], data["phase"], data["stream"],
+                         data["message"], data["timestamp"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return entry if type(entry.seq) is int else None
+
+
+def _lines_backwards(f, end):
+    """The lines of binary file `f` that end at or before offset `end`, last first, read in
+    blocks so that a large file is never read whole."""
+    position, rest = end, b""
+    while position > 0:
+        size = min(_BLOCK, position)
+        position -= size
+        f.seek(position)
+        lines = (f.read(size) + rest).split(b"\n")
+        rest = lines[0]  # may continue in the previous block
+        for line in reversed(lines[1:]):
+            if line:
+                yield line
+    if rest:
+        yield rest
+
+
+def _highest_seq(path):
+    """The seq of the last readable entry of a JSONL file (0 if none): torn lines at the end
+    of a crashed run and garbage are skipped."""
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            for line in _lines_backwards(f, end):
+                entry = _parse_line(line)
+                if entry is not None:
+                    return entry.seq
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def _bisect_file(f, bound):
+    """An offset in binary file `f` (sorted by seq) at a line start, such that every entry
+    with seq < `bound` starts before it; narrowed to within one block by bisection."""
+    low, high = 0, f.seek(0, os.SEEK_END)
+    while high - low > _BLOCK:
+        f.seek((low + high) // 2 - 1)
+        f.readline()  # to the next line start
+        position = start = f.tell()
+        entry = None
+        while position < high and entry is None:
+            line = f.readline()
+            entry = _parse_line(line)
+            position += len(line)
+        if entry is None:
+            if start >= high:
+                break  # one long line spans the middle: close enough
+            high = start  # only torn lines from start to high
+        elif entry.seq >= bound:
+            high = position - len(line)
+        else:
+            low = position
+    return high
+
+
+def _read_before(path, bound, count, service=None):
+    """The newest `count` entries with seq < `bound` (of `service` only, if given) in a JSONL
+    file, newest first."""
+    marker = None if service is None else f'"service": {_json_string(service)},'.encode()
+    found = []
+    with open(path, "rb") as f:
+        for line in _lines_backwards(f, _bisect_file(f, bound)):
+            if marker is not None and marker not in line:
+                continue  # cheap pre-filter before parsing
+            entry = _parse_line(line)
+            if entry is not None and entry.seq < bound and (
+                    service is None or entry.service == service):
+                found.append(entry)
+                if len(found) == count:
+                    break
+    return found
+
+
+_STOP = object()
+
+
+class _JsonlWriter:
+    """Appends entry batches to all.jsonl and <service>.jsonl on its own thread.
+
+    The queue is unbounded: the store drops nothing. Text is buffered and written at most
+    FLUSH_INTERVAL after it arrived. Files are opened per write, so a deleted dir is noticed;
+    the first OSError is reported once and disables the projection for the rest of the run.
+    """
+
+    def __init__(self, directory, warn):
+        self._directory = directory
+        self._warn = warn
+        self._queue = queue.SimpleQueue()
+        self._pending = {}  # file name -> list of text chunks
+        self._pending_size = 0
+        self._opened = set()  # file names already opened (and their tail checked) this run
+        self._failed = False
+        self._thread = threading.Thread(target=self._run, name="logstore-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, entries):
+        self._queue.put(entries)
+
+    def sync(self):
+        """Wait until everything put before this call is in the files (or given up on)."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(_SYNC_TIMEOUT)
+
+    def close(self):
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self):
+        deadline = None  # when the oldest buffered text must be written
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if isinstance(item, list):
+                if self._failed:
+                    continue
+                self._buffer(item)
+                if deadline is None:
+                    deadline = time.monotonic() + FLUSH_INTERVAL
+                if time.monotonic() < deadline and self._pending_size < _MAX_PENDING:
+                    continue
+            self._write()
+            deadline = None
+            if isinstance(item, threading.Event):
+                item.set()
+            elif item is _STOP:
+                return
+
+    def _buffer(self, entries):
+        text = _format_lines(entries)
+        self._pending.setdefault(ALL_FILE, []).append(text)
+        name = _file_name(entries[0].service)
+        if name is not None:
+            self._pending.setdefault(name, []).append(text)
+        self._pending_size += len(text)
+
+    def _write(self):
+        pending, self._pending, self._pending_size = self._pending, {}, 0
+        if self._failed:
+            return
+        for name, chunks in pending.items():
+            path = os.path.join(self._directory, name)
+            try:
+                with open(path, "a+b") as f:
+                    data = "".join(chunks).encode("ascii")
+                    if name not in self._opened:
+                        self._opened.add(name)
+                        data = _after_torn_tail(f) + data
+                    f.write(data)
+            except OSError as exc:
+                self._failed = True
+                self._warn(f"cannot write log file {path}: {exc.strerror or exc}; "
+                           "going on without the JSONL logs")
+                return
+
+
+def _after_torn_tail(f):
+    """A newline to write first when a crashed run left the file's last line unfinished."""
+    if f.seek(0, os.SEEK_END) == 0:
+        return b""
+    f.seek(-1, os.SEEK_END)
+    return b"" if f.read(1) == b"\n" else b"\n"

@@ -1,0 +1,637 @@
+"""The session API server (SPEC 5): HTTP routes and auth, WebSocket connections, events.
+
+Built on websocket-server's skeleton (`WebsocketServer`: ThreadingMixIn + TCPServer, one
+daemon thread per connection) and its frame constants and handshake response; the parts
+of it that are unfit (handshake, frame reader, sender, broadcast) are replaced here.
+
+Threads: the accept loop; per connection, a reader (the handler thread: handshake, frames,
+dispatch) and a sender that drains the connection's outbox, many frames per socket write;
+one worker per running command except get_snapshot, so commands never wait on each other;
+one broadcaster that turns captured log lines into frames once for every connection.
+Nothing but a connection's own sender ever blocks on its socket.
+"""
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+from hmac import compare_digest
+from http import HTTPStatus
+from socketserver import BaseRequestHandler, TCPServer
+
+from . import protocol
+from .protocol import ProtocolError
+from .runtime import Rejected
+
+
+def _import_websocket_server():
+    """Import websocket_server without the root-logger setup its import does, which would
+    put every library's warnings on stderr in its own format; the program owns logging."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    import websocket_server
+    for handler in root.handlers[:]:
+        if handler not in before:
+            root.removeHandler(handler)
+    return websocket_server
+
+
+_ws = _import_websocket_server()
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE = 1 << 20          # bytes of one client message; more closes with 1009
+MAX_BACKLOG = 10_000           # undroppable frames queued for a connection before it is closed
+LOG_BACKLOG_BYTES = 8 << 20    # bytes of log frames queued for a connection; more are dropped
+LOG_BLOB_BYTES = 256 << 10     # the broadcaster hands log frames over in blobs of about this
+LOG_QUEUE_CHUNKS = 4096        # captured chunks waiting for the broadcaster; more are dropped
+HEAD_TIMEOUT = 5.0             # seconds to receive a request's line and headers
+MAX_HEAD = 32 << 10            # bytes of a request's line and headers
+CLOSE_TIMEOUT = 2.0            # seconds a closing connection may take to flush and hang up
+ACCEPT_POLL = 0.2              # seconds between the accept loop's shutdown checks
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_TOO_BIG = 1009
+_RSV = 0x70
+
+
+# ---- frames --------------------------------------------------------------------------------
+
+def _frame(payload, opcode=_ws.OPCODE_TEXT):
+    """One unmasked, final frame (the server never fragments)."""
+    size = len(payload)
+    if size < _ws.PAYLOAD_LEN_EXT16:
+        head = bytes((_ws.FIN | opcode, size))
+    elif size < 1 << 16:
+        head = bytes((_ws.FIN | opcode, _ws.PAYLOAD_LEN_EXT16)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((_ws.FIN | opcode, _ws.PAYLOAD_LEN_EXT64)) + size.to_bytes(8, "big")
+    return head + payload
+
+
+def _message_frame(message):
+    return _frame(protocol.encode(message).encode("ascii"))
+
+
+def _close_frame(code):
+    return _frame(code.to_bytes(2, "big"), _ws.OPCODE_CLOSE_CONN)
+
+
+def _log_frames(entries):
+    """The `log` event frames of `entries`, back to back in one bytes object."""
+    return b"".join([_frame(text.encode("ascii")) for text in protocol.log_events_json(entries)])
+
+
+def _unmask(data, mask):
+    """XOR with the 4-byte mask, as one big-integer operation rather than per byte."""
+    size = len(data)
+    key = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        size, "little")
+
+
+_HELLO = _message_frame(protocol.hello())
+
+
+class _Violation(Exception):
+    """The client broke the WebSocket protocol: close with `code`."""
+
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
+# ---- HTTP ----------------------------------------------------------------------------------
+
+class _HttpError(Exception):
+    """A plain HTTP answer instead of a session: status and a small JSON error body."""
+
+    def __init__(self, status, message, headers=""):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def _read_head(sock):
+    """The request line and headers, and the bytes received after them.
+
+    Bounded in time and size, so a slow or endless request cannot hold the thread.
+    """
+    deadline = time.monotonic() + HEAD_TIMEOUT
+    data = bytearray()
+    while True:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            return data[:end].decode("latin-1"), bytes(data[end + 4:])
+        if len(data) > MAX_HEAD:
+            raise _HttpError(431, "request headers are too large")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _HttpError(408, "request headers not received in time")
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(8192)
+        except TimeoutError:
+            raise _HttpError(408, "request headers not received in time") from None
+        if not chunk:
+            raise ConnectionAbortedError("client left before its request was complete")
+        data += chunk
+
+
+def _parse_head(head):
+    """(method, path, headers with lower-case names) of a request head."""
+    lines = head.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise _HttpError(400, "malformed request line")
+    headers = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            raise _HttpError(400, "malformed header line")
+        headers[name.strip().lower()] = value.strip()
+    return parts[0], parts[1].split("?", 1)[0], headers
+
+
+def _check_auth(headers, token):
+    """401 without a Bearer credential, 403 with a wrong one (compared in constant time)."""
+    scheme, _, credential = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise _HttpError(401, "a bearer token is required", "WWW-Authenticate: Bearer\r\n")
+    if not compare_digest(credential.strip().encode("latin-1"), token.encode("utf-8")):
+        raise _HttpError(403, "invalid token")
+
+
+def _websocket_key(headers):
+    """The Sec-WebSocket-Key of a valid upgrade request; 400 otherwise."""
+    upgrade = headers.get("upgrade", "").lower()
+    connection = [word.strip() for word in headers.get("connection", "").lower().split(",")]
+    key = headers.get("sec-websocket-key", "")
+    if (upgrade != "websocket" or "upgrade" not in connection or not key
+            or headers.get("sec-websocket-version") != "13"):
+        raise _HttpError(400, "expected a WebSocket upgrade (version 13)")
+    return key
+
+
+def _respond(sock, status, body, headers=""):
+    data = json.dumps(body).encode("ascii")
+    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+            f"{headers}Connection: close\r\n\r\n")
+    sock.sendall(head.encode("ascii") + data)
+
+
+def _hang_up(sock):
+    """Half-close, then read what the client still sends until it closes too (bounded):
+    closing with unread input would reset the connection and could lose our last bytes."""
+    deadline = time.monotonic() + CLOSE_TIMEOUT
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        while (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            if not sock.recv(65536):
+                return
+    except OSError:
+        pass
+
+
+# ---- one connection ------------------------------------------------------------------------
+
+class _Outbox:
+    """The frames waiting for one connection's sender, in order.
+
+    Log blobs are dropped when the queued log bytes would pass LOG_BACKLOG_BYTES; every
+    other frame is queued, and `put` returns False once more than MAX_BACKLOG of them wait.
+    Nothing reaches the sender before `release`, which puts hello and snapshot first.
+    """
+
+    def __init__(self):
+        self._ready = threading.Condition(threading.Lock())
+        self._frames = []
+        self._log_bytes = 0
+        self._backlog = 0
+        self._released = False
+        self._closed = False
+        self._final = None
+
+    def put(self, frame):
+        with self._ready:
+            if self._closed:
+                return True
+            self._frames.append(frame)
+            self._backlog += 1
+            self._ready.notify()
+            return self._backlog <= MAX_BACKLOG
+
+    def offer(self, blob):
+        """Queue a blob of log frames, or drop it when the log backlog is full."""
+        with self._ready:
+            if not self._closed and self._log_bytes + len(blob) <= LOG_BACKLOG_BYTES:
+                self._frames.append(blob)
+                self._log_bytes += len(blob)
+                self._ready.notify()
+
+    def release(self, first):
+        with self._ready:
+            self._frames[:0] = first
+            self._backlog += len(first)
+            self._released = True
+            self._ready.notify()
+
+    def close(self, final=None):
+        """No more frames; the sender writes what is queued, then `final` if given."""
+        with self._ready:
+            self._closed = True
+            self._final = final
+            self._ready.notify()
+
+    def take(self):
+        """Block until frames are due; return (frames, whether they are the last)."""
+        with self._ready:
+            while not self._closed and not (self._released and self._frames):
+                self._ready.wait()
+            frames = self._frames if self._released else []
+            self._frames = []
+            self._log_bytes = self._backlog = 0
+            if self._closed and self._final is not None:
+                frames.append(self._final)
+            return frames, self._closed
+
+
+class _Connection:
+    """One WebSocket session: reads and dispatches client messages on the handler thread;
+    its sender thread writes the outbox."""
+
+    def __init__(self, server, sock, received):
+        self.server = server
+        self.sock = sock
+        self.outbox = _Outbox()
+        self._buffer = bytearray(received)
+        self._offset = 0               # start of the unread bytes in _buffer
+        self._going_away = False
+        self._aborted = False
+        self._sender = threading.Thread(target=self._send_loop, name="session-sender",
+                                        daemon=True)
+
+    def run(self):
+        runtime = self.server.runtime
+        token, services = runtime.subscribe(self._on_status)
+        final = None
+        try:
+            self._sender.start()
+            self.outbox.release([_HELLO, _message_frame(protocol.snapshot_event(services))])
+            self.server._register(self)
+            final = self._read_loop()
+        finally:
+            runtime.unsubscribe(token)
+            self._finish(final)
+            self.server._unregister(self)
+
+    def going_away(self):
+        """Server shutdown: end the reader (it sends close 1001 on its way out)."""
+        self._going_away = True
+        self._shutdown(socket.SHUT_RD)
+
+    def abort(self):
+        """Cut the connection at once: its client stopped reading, or its socket failed."""
+        self._shutdown(socket.SHUT_RDWR)
+
+    def _shutdown(self, how):
+        try:
+            self.sock.shutdown(how)
+        except OSError:
+            pass
+
+    def _finish(self, final):
+        self.outbox.close(final)
+        self._sender.join(CLOSE_TIMEOUT)
+        if self._sender.is_alive():   # stuck on a client that does not read
+            self.abort()
+            self._sender.join()
+        if final is not None:
+            _hang_up(self.sock)
+
+    # -- sending
+
+    def _send_loop(self):
+        try:
+            while True:
+                frames, last = self.outbox.take()
+                if frames:
+                    self.sock.sendall(b"".join(frames))
+                if last:
+                    return
+        except OSError:
+            self.abort()
+
+    def _send(self, message):
+        self._put(_message_frame(message))
+
+    def _put(self, frame):
+        if not self.outbox.put(frame) and not self._aborted:
+            self._aborted = True
+            logger.warning("session: closing a connection with more than %d messages "
+                           "waiting (its client stopped reading)", MAX_BACKLOG)
+            self.abort()
+
+    def _on_status(self, event):
+        """Runtime subscriber: called under the runtime lock, so it only enqueues."""
+        self._put(self.server._status_frame(event))
+
+    # -- reading
+
+    def _read_loop(self):
+        """Read messages until the connection ends; return the close frame to send last."""
+        try:
+            while True:
+                opcode, data = self._next_message()
+                if opcode == _ws.OPCODE_CLOSE_CONN:
+                    if len(data) == 1:
+                        return _close_frame(CLOSE_PROTOCOL_ERROR)
+                    return _frame(data[:2], _ws.OPCODE_CLOSE_CONN)
+                self._on_message(opcode, data)
+        except _Violation as violation:
+            return _close_frame(violation.code)
+        except (EOFError, OSError):
+            return _close_frame(CLOSE_GOING_AWAY) if self._going_away else None
+
+    def _next_message(self):
+        """(opcode, payload) of the next data message or close frame; answers pings and
+        reassembles fragmented messages on the way."""
+        fragments, opcode, received = [], None, 0
+        while True:
+            fin, frame_opcode, data = self._next_frame(received)
+            if frame_opcode == _ws.OPCODE_PING:
+                self._put(_frame(data, _ws.OPCODE_PONG))
+                continue
+            if frame_opcode == _ws.OPCODE_PONG:
+                continue
+            if frame_opcode == _ws.OPCODE_CLOSE_CONN:
+                return frame_opcode, data
+            if (frame_opcode == _ws.OPCODE_CONTINUATION) != (opcode is not None):
+                raise _Violation(CLOSE_PROTOCOL_ERROR)  # stray continuation, or interleaving
+            opcode = opcode or frame_opcode
+            fragments.append(data)
+            received += len(data)
+            if fin:
+                return opcode, b"".join(fragments)
+
+    def _next_frame(self, received):
+        """(fin, opcode, unmasked payload) of the next frame; `received` bytes of the
+        current message came before it."""
+        first, second = self._read(2)
+        if first & _RSV or not second & _ws.MASKED:
+            raise _Violation(CLOSE_PROTOCOL_ERROR)
+        fin, opcode = first & _ws.FIN, first & _ws.OPCODE
+        size = second & _ws.PAYLOAD_LEN
+        if size == _ws.PAYLOAD_LEN_EXT16:
+            size = int.from_bytes(self._read(2), "big")
+        elif size == _ws.PAYLOAD_LEN_EXT64:
+            size = int.from_bytes(self._read(8), "big")
+        if opcode >= _ws.OPCODE_CLOSE_CONN:
+            if opcode > _ws.OPCODE_PONG or not fin or size > 125:
+                raise _Violation(CLOSE_PROTOCOL_ERROR)
+        elif opcode > _ws.OPCODE_BINARY:
+            raise _Violation(CLOSE_PROTOCOL_ERROR)
+        elif received + size > MAX_MESSAGE:
+            raise _Violation(CLOSE_TOO_BIG)
+        mask = self._read(4)
+        return fin, opcode, _unmask(self._read(size), mask) if size else b""
+
+    def _read(self, size):
+        """Exactly `size` bytes from the socket, through the connection's buffer."""
+        buffer = self._buffer
+        while len(buffer) - self._offset < size:
+            del buffer[:self._offset]
+            self._offset = 0
+            chunk = self.sock.recv(max(65536, size - len(buffer)))
+            if not chunk:
+                raise EOFError
+            buffer += chunk
+        start = self._offset
+        self._offset += size
+        return bytes(buffer[start:self._offset])
+
+    # -- commands
+
+    def _on_message(self, opcode, data):
+        try:
+            command = protocol.parse_message(data, binary=opcode == _ws.OPCODE_BINARY)
+        except ProtocolError as exc:
+            self._send(protocol.error(exc.code, exc.message, exc.id))
+            return
+        self._dispatch(command)
+
+    def _dispatch(self, command):
+        """Ack at once (SPEC 5.3); answer get_snapshot here and the rest on a worker."""
+        server, id = self.server, command.id
+        try:
+            args = protocol.check_command(command, server.log_scopes)
+            if command.name in ("get_snapshot", "get_logs"):
+                action = None
+            else:
+                action = server.runtime.prepare(command.name, args.get("service"))
+        except (ProtocolError, Rejected) as exc:
+            self._send(protocol.ack(id, exc.code, exc.message))
+            return
+        self._send(protocol.ack(id))
+        if command.name == "get_snapshot":
+            self._send(protocol.result_ok(id, {"services": server.runtime.snapshot()}))
+        elif command.name == "get_logs":
+            self._in_worker(id, lambda: self._get_logs(id, **args))
+        else:
+            self._in_worker(id, lambda: self._outcome_frame(id, action()))
+
+    def _in_worker(self, id, work):
+        """Run `work` (which returns the result frame) on its own thread."""
+        def run():
+            try:
+                frame = work()
+            except Exception as exc:   # a bug must still answer the command
+                logger.exception("session: command %s failed", id)
+                frame = _message_frame(protocol.result_error(
+                    id, protocol.INTERNAL_ERROR, f"internal error: {exc}"))
+            self._put(frame)
+        threading.Thread(target=run, name="session-command", daemon=True).start()
+
+    def _get_logs(self, id, service, limit, after_seq, before_seq):
+        limit = limit or self.server.config.log_limit(service)
+        entries, truncated = self.server.store.query(
+            service=service, limit=limit, after_seq=after_seq, before_seq=before_seq)
+        text = protocol.logs_result_json(id, entries, truncated, limit)
+        return _frame(text.encode("ascii"))
+
+    @staticmethod
+    def _outcome_frame(id, outcome):
+        if outcome.ok:
+            return _message_frame(protocol.result_ok(id))
+        return _message_frame(protocol.result_error(
+            id, protocol.START_FAILED, outcome.message, outcome.failed_services))
+
+
+# ---- the server ----------------------------------------------------------------------------
+
+class _Handler(BaseRequestHandler):
+    """One accepted socket: route and authorize the request, then run the session."""
+
+    def handle(self):
+        sock = self.request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        session = self.server.session
+        try:
+            head, received = _read_head(sock)
+            method, path, headers = _parse_head(head)
+            _check_auth(headers, session.token)
+            if path not in ("/health", "/ws"):
+                raise _HttpError(404, f"no route {path}")
+            if method != "GET":
+                raise _HttpError(405, f"method {method} not allowed", "Allow: GET\r\n")
+            if path == "/health":
+                _respond(sock, 200, {"ok": True})
+                _hang_up(sock)
+                return
+            key = _websocket_key(headers)
+            sock.settimeout(None)
+            sock.sendall(_ws.WebSocketHandler.make_handshake_response(key).encode("ascii"))
+        except _HttpError as exc:
+            try:
+                _respond(sock, exc.status, {"ok": False, "error": {
+                    "code": HTTPStatus(exc.status).phrase.lower().replace(" ", "_"),
+                    "message": exc.message}}, exc.headers)
+            except OSError:
+                return
+            _hang_up(sock)
+            return
+        except OSError:
+            return
+        _Connection(session, sock, received).run()
+
+
+class _TcpServer(_ws.WebsocketServer):
+    """websocket-server's ThreadingMixIn + TCPServer skeleton with our handler.
+
+    Its own constructor is skipped: it fixes the handler class and takes TLS options we
+    must never pass (on Python >= 3.12 they silently serve plain text).
+    """
+
+    block_on_close = False       # connections are ended by SessionServer.close()
+    request_queue_size = 128
+
+    def __init__(self, session, host, port):
+        self.session = session
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        TCPServer.__init__(self, (host, port), _Handler)
+
+    def handle_error(self, request, client_address):
+        logger.exception("session: unexpected error on a connection from %s", client_address)
+
+
+class SessionServer:
+    """The session API of one runtime (SPEC 5); see the module docstring for its threads."""
+
+    def __init__(self, runtime, store, config, host, port, token):
+        self.runtime = runtime
+        self.store = store
+        self.config = config
+        self.host = host
+        self.port = port
+        self.token = token
+        self.log_scopes = frozenset(config.services) | {protocol.SERVER_LOG_SCOPE}
+        self._lock = threading.Lock()
+        self._no_connections = threading.Condition(self._lock)
+        self._connections = ()         # replaced as a whole, so readers need no lock
+        self._closing = False
+        self._last_status = (None, b"")
+        self._log_queue = queue.Queue(LOG_QUEUE_CHUNKS)
+        self._tcp = None
+        self._threads = []
+        self._store_token = None
+
+    @property
+    def url(self):
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/ws"
+
+    def start(self):
+        """Bind (OSError when the address is taken) and serve on daemon threads."""
+        self._tcp = _TcpServer(self, self.host, self.port)
+        self.port = self._tcp.server_address[1]
+        self._store_token = self.store.subscribe(self._on_logs)
+        self._threads = [
+            threading.Thread(target=self._tcp.serve_forever, args=(ACCEPT_POLL,),
+                             name="session-accept", daemon=True),
+            threading.Thread(target=self._broadcast_logs, name="session-broadcast",
+                             daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def close(self):
+        """Stop accepting, close every connection (code 1001), stop the threads."""
+        with self._lock:
+            if self._closing or self._tcp is None:
+                return
+            self._closing = True
+            connections = self._connections
+        self._tcp.shutdown()
+        self._tcp.server_close()
+        self.store.unsubscribe(self._store_token)
+        self._log_queue.put(None)
+        for connection in connections:
+            connection.going_away()
+        with self._lock:
+            self._no_connections.wait_for(lambda: not self._connections, 2 * CLOSE_TIMEOUT)
+        for thread in self._threads:
+            thread.join()
+
+    def _register(self, connection):
+        with self._lock:
+            self._connections += (connection,)
+            if self._closing:
+                connection.going_away()
+
+    def _unregister(self, connection):
+        with self._lock:
+            self._connections = tuple(c for c in self._connections if c is not connection)
+            self._no_connections.notify_all()
+
+    def _status_frame(self, event):
+        """The frame of a status event, encoded once for all connections: the runtime
+        calls every subscriber with the same event, one event at a time."""
+        last_event, frame = self._last_status
+        if event != last_event:
+            frame = _message_frame(protocol.status_event(*event))
+            self._last_status = (event, frame)
+        return frame
+
+    def _on_logs(self, entries):
+        """Store subscriber: called under the store lock, so it only enqueues."""
+        if self._connections:
+            try:
+                self._log_queue.put_nowait(entries)
+            except queue.Full:
+                pass   # the broadcaster is behind: these lines are lost to every client
+
+    def _broadcast_logs(self):
+        """Encode captured lines once, in blobs, and offer each blob to every connection."""
+        chunks = self._log_queue
+        while True:
+            entries = chunks.get()
+            if entries is None:
+                return
+            parts, size = [], 0
+            while entries is not None:
+                parts.append(_log_frames(entries))
+                size += len(parts[-1])
+                if size >= LOG_BLOB_BYTES:
+                    break
+                try:
+                    entries = chunks.get_nowait()
+                except queue.Empty:
+                    break
+            blob = b"".join(parts)
+            for connection in self._connections:
+                connection.outbox.offer(blob)
+            if entries is None:
+                return
