@@ -1,6 +1,8 @@
 """The server program: flags, config discovery, boot lines, signals and exit codes."""
 import os
+import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -62,6 +64,8 @@ def main(argv=None):
     except RuntimeFailure as exc:
         sys.stderr.write(f"Error: {exc}\n")
         return 1
+    except KeyboardInterrupt:   # Ctrl-C before the handlers were installed
+        return 130
 
 
 def run(argv):
@@ -117,6 +121,7 @@ def use_color(flags):
 
 def serve(config, bind, token, color):
     """Boot, wait for a signal, shut down; return the exit code."""
+    signals = Signals()
     echo = Echo(sys.stdout.buffer, config.services, color=color)
     try:
         store = LogStore(config.buffer_size, config.logs_dir, on_warning=lambda m: echo.say(f"warning: {m}"))
@@ -136,7 +141,7 @@ def serve(config, bind, token, color):
             session = start_session(runtime, store, config, bind, token)
             say(f"boot: session api: {session.url}")
             echo.say(f"boot: session token: {token}")
-        wait_for_signal(runtime)
+        wait_for_signal(runtime, signals)
     finally:
         guardian.close()
         if session is not None:
@@ -159,35 +164,63 @@ def start_session(runtime, store, config, bind, token):
     return session
 
 
-def wait_for_signal(runtime):
+class Signals:
+    """SIGINT and SIGTERM, seen reliably by the main thread.
+
+    Python runs signal handlers in the main thread only, and a signal that the kernel
+    hands to another thread does not interrupt a main thread blocked on a lock. The
+    wakeup fd is written whichever thread gets the signal, so the main thread waits in
+    select() on it instead.
+    """
+
+    def __init__(self):
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+        self.received = []
+        signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, _frame: self.received.append(signum))
+
+    def wake(self):
+        """Wake wait() from another thread."""
+        try:
+            self._write.send(b"\0")
+        except OSError:
+            pass
+
+    def wait(self):
+        """Block until a signal arrives or wake() is called."""
+        select.select([self._read], [], [])
+        try:
+            while self._read.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+
+def wait_for_signal(runtime, signals):
     """Boot in the background; the first SIGINT/SIGTERM shuts down, a second SIGINT kills."""
-    requested = threading.Event()
-    finished = threading.Event()
-    signals = []
-
-    def on_signal(signum, _frame):
-        signals.append(signum)
-        if len(signals) == 1:
-            requested.set()
-        elif signum == signal.SIGINT:
-            force_exit(runtime)
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     boot = threading.Thread(target=runtime.boot, name="boot", daemon=True)
     boot.start()
-    requested.wait()
+    while not signals.received:
+        signals.wait()
     started = time.monotonic()
+    finished = threading.Event()
 
     def shut_down():
-        runtime.log_server(f"shutdown: {signal.Signals(signals[0]).name} received, stopping services")
+        runtime.log_server(f"shutdown: {signal.Signals(signals.received[0]).name} received, stopping services")
         runtime.shutdown()
         boot.join()
         runtime.log_server(f"shutdown: complete ({time.monotonic() - started:.2f}s)")
         finished.set()
+        signals.wake()
 
     threading.Thread(target=shut_down, name="shutdown", daemon=True).start()
-    finished.wait()
+    while not finished.is_set():
+        signals.wait()
+        if signal.SIGINT in signals.received[1:]:
+            force_exit(runtime)
 
 
 def force_exit(runtime):
