@@ -9,6 +9,7 @@ a new run starts above the highest seq on disk), which lets a query bisect them.
 """
 import bisect
 import heapq
+import itertools
 import json
 import os
 import queue
@@ -88,7 +89,7 @@ class LogStore:
         self._lock = threading.Lock()
         self._rings = {}  # service -> deque of its newest entries
         self._subscribers = ()  # ((token, callback), ...), replaced as a whole on change
-        self._tokens = iter(range(1, sys.maxsize))
+        self._tokens = itertools.count(1)
         self._broken = set()  # tokens of subscribers that raised (reported once)
         self._logs_dir = logs_dir
         highest = 0
@@ -324,6 +325,8 @@ class _JsonlWriter:
         self._pending_size = 0
         self._opened = set()  # file names already opened (and their tail checked) this run
         self._failed = False
+        self._closing = threading.Lock()  # orders sync() against close()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="logstore-writer", daemon=True)
         self._thread.start()
 
@@ -333,11 +336,16 @@ class _JsonlWriter:
     def sync(self):
         """Wait until everything put before this call is in the files (or given up on)."""
         done = threading.Event()
-        self._queue.put(done)
+        with self._closing:
+            if self._closed:
+                return  # close() wrote everything
+            self._queue.put(done)
         done.wait(_SYNC_TIMEOUT)
 
     def close(self):
-        self._queue.put(_STOP)
+        with self._closing:
+            self._closed = True
+            self._queue.put(_STOP)
         self._thread.join()
 
     def _run(self):

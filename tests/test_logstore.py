@@ -298,6 +298,7 @@ def test_before_seq_beyond_memory_reads_the_files_across_a_restart(store_factory
     first = store_factory(buffer_size=2, logs_dir=str(tmp_path))
     old = run_appends(first, [("api", 1), ("db", 1), ("flowlayer", 1)] * 4)
     first.close()
+    assert first.query(limit=100, before_seq=FAR) == (old, False)  # still served after close
     second = store_factory(buffer_size=2, logs_dir=str(tmp_path))
     new = run_appends(second, [("api", 3)])
     everything = old + new

@@ -1,0 +1,734 @@
+"""The terminal client's screen and keys, drawn from a client.Client model.
+
+The network thread only updates the model; this module reads it under `Client.lock`,
+never the other way round. The loop wakes about 30 times a second and redraws when the
+model's version changed, at most once per frame, and at once after a key.
+"""
+import curses
+import datetime
+import locale
+import re
+import time
+import unicodedata
+from bisect import bisect_left
+from functools import lru_cache
+
+from .client import (ALL, CONNECTED, CONNECTING, FORBIDDEN, INCOMPATIBLE, RECONNECTING,
+                     UNAUTHORIZED, UNREACHABLE)
+
+PROGRAM = "flowlayer-client-tui"
+FRAME = 1 / 30
+ESC = "\x1b"
+MIN_WIDTH, MIN_HEIGHT = 40, 8
+SERVICES, LOGS = "services", "logs"
+
+STATE_LABELS = {CONNECTING: "Connecting", CONNECTED: "Connected", RECONNECTING: "Reconnecting",
+                UNAUTHORIZED: "Unauthorized (401)", FORBIDDEN: "Forbidden (403)",
+                UNREACHABLE: "Unreachable", INCOMPATIBLE: "Incompatible server"}
+STREAM_MARKS = {"stderr": "!", "system": "*"}
+
+UP = {curses.KEY_UP, "k"}
+DOWN = {curses.KEY_DOWN, "j"}
+PAGE_UP = {curses.KEY_PPAGE, "b"}
+PAGE_DOWN = {curses.KEY_NPAGE, "f", " "}
+TOP = {curses.KEY_HOME, "g"}
+BOTTOM = {curses.KEY_END, "G"}
+BACKSPACE = {curses.KEY_BACKSPACE, "\x7f", "\b"}
+ENTER = {curses.KEY_ENTER, "\n", "\r"}
+
+
+# ---- text ----------------------------------------------------------------------------------
+
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
+
+
+def clean(text):
+    """Text safe to draw: no escape sequences (coloured logs), tabs expanded, no controls,
+    no trailing blanks (they would wrap into empty rows)."""
+    if "\x1b" in text:
+        text = _ESCAPES.sub("", text)
+    if "\t" in text:
+        text = text.expandtabs(4)
+    return _CONTROLS.sub("?", text).rstrip()
+
+
+def char_width(char):
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in "WF" else 1
+
+
+def text_width(text):
+    return len(text) if text.isascii() else sum(map(char_width, text))
+
+
+def wrap(text, width):
+    """Rows of at most `width` cells, broken after a space in the second half of a row
+    when there is one, else exactly at the width (wide characters count twice)."""
+    width = max(1, width)
+    rows = []
+    while True:
+        cut = _fit(text, width)
+        if cut >= len(text):
+            rows.append(text)
+            return rows
+        space = text.rfind(" ", 0, cut)
+        if space >= cut // 2:
+            cut = space + 1
+        rows.append(text[:cut])
+        text = text[cut:]
+
+
+def _fit(text, width):
+    """How many leading characters of `text` fit in `width` cells (at least one)."""
+    if text.isascii():
+        return min(len(text), width)
+    used = 0
+    for index, char in enumerate(text):
+        used += char_width(char)
+        if used > width:
+            return max(1, index)
+    return len(text)
+
+
+def clip(text, width):
+    return wrap(text, width)[0] if width > 0 else ""
+
+
+@lru_cache(maxsize=4096)
+def format_time(timestamp):
+    """`HH:MM:SS.mmm` in local time from an RFC 3339 timestamp (any precision)."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", timestamp.strip().replace("z", "Z"))
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return "--:--:--.---"
+    if moment.tzinfo is not None:
+        moment = moment.astimezone()
+    return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+# ---- what the keys mean ---------------------------------------------------------------------
+
+def service_actions(status):
+    """{key: command} that `s` and `x` send for a service in `status` (SPEC 3.3, 3.4)."""
+    if status in ("running", "ready"):
+        return {"s": "restart_service", "x": "stop_service"}
+    if status in ("stopped", "failed", "unknown"):
+        return {"s": "start_service"}
+    if status == "starting":
+        return {"x": "stop_service"}  # abandons the start
+    if status == "stopping":
+        return {}
+    return {"s": "start_service", "x": "stop_service"}  # a status we do not know
+
+
+ALL_ACTIONS = {"s": "start_all", "x": "stop_all"}
+ACTION_WORDS = {"start_service": "start", "restart_service": "restart", "stop_service": "stop",
+                "start_all": "start all", "stop_all": "stop all"}
+
+
+def step_of(key, page):
+    """How far a navigation key moves (rows or list items); None for other keys."""
+    page = max(1, page)
+    half = max(1, page // 2)
+    for keys, step in ((UP, -1), (DOWN, 1), (PAGE_UP, -page), (PAGE_DOWN, page),
+                       ({"u"}, -half), ({"d"}, half)):
+        if key in keys:
+            return step
+    return None
+
+
+def matches_service(needle, name, status):
+    return not needle or needle in name.lower() or needle in status.lower()
+
+
+def matches_entry(needle, entry):
+    return (needle in entry.message.lower() or needle in entry.service.lower()
+            or needle in entry.stream)
+
+
+# ---- styles -------------------------------------------------------------------------------
+
+class Styles:
+    """Attributes for each role: colours, or bold/reverse/dim only under NO_COLOR."""
+
+    def __init__(self, color):
+        if color:
+            curses.start_color()
+            try:
+                curses.use_default_colors()
+                background = -1
+            except curses.error:
+                background = curses.COLOR_BLACK
+            pairs = {}
+            for number, (name, fg) in enumerate((("green", curses.COLOR_GREEN),
+                                                 ("blue", curses.COLOR_BLUE),
+                                                 ("red", curses.COLOR_RED),
+                                                 ("yellow", curses.COLOR_YELLOW),
+                                                 ("cyan", curses.COLOR_CYAN)), start=1):
+                curses.init_pair(number, fg, background)
+                pairs[name] = curses.color_pair(number)
+            self.ready, self.running, self.failed = pairs["green"], pairs["blue"], pairs["red"]
+            self.good, self.bad, self.warn = pairs["green"], pairs["red"] | curses.A_BOLD, pairs["yellow"]
+            self.stderr, self.system = pairs["red"], pairs["cyan"]
+        else:
+            self.ready, self.running, self.failed = curses.A_BOLD, curses.A_NORMAL, curses.A_REVERSE
+            self.good, self.bad, self.warn = curses.A_BOLD, curses.A_REVERSE, curses.A_BOLD
+            self.stderr, self.system = curses.A_BOLD, curses.A_DIM
+        self.dim = curses.A_DIM
+        self.header = curses.A_REVERSE
+        self.selected = curses.A_REVERSE
+        self.focused = curses.A_BOLD
+        # Box characters drawn as text: ACS line drawing shows as letters on terminals
+        # that ignore charset switches in UTF-8 mode.
+        utf8 = locale.getpreferredencoding(False).lower().replace("-", "") == "utf8"
+        self.lines = "─│┌┐└┘" if utf8 else "-|++++"
+
+    def status(self, status):
+        return {"ready": self.ready, "running": self.running,
+                "failed": self.failed}.get(status, self.dim)
+
+    def stream(self, stream):
+        return {"stderr": self.stderr, "system": self.system}.get(stream, curses.A_NORMAL)
+
+
+# ---- the logs panel -------------------------------------------------------------------------
+
+class LogView:
+    """The filtered entries of the scope, their wrapped rows, and the scroll position.
+
+    The view is anchored to an entry (`top` = (seq, row within that entry)), so lines that
+    arrive, older pages put in front and trimming never move what the user reads. In
+    follow mode the newest row sits at the bottom.
+    """
+
+    def __init__(self):
+        self.items = []
+        self.follow = True
+        self.top = None
+        self._buffer = None
+        self._epoch = None
+        self._needle = None
+        self._synced = -1          # the newest buffer seq already looked at
+        self._layout = None
+        self._row_counts = {}
+
+    def reset(self):
+        self.follow, self.top = True, None
+
+    def sync(self, buffer, needle):
+        """Catch up with the buffer (call under the client lock); cheap when only appended."""
+        entries = buffer.entries
+        if (buffer is not self._buffer or buffer.epoch != self._epoch
+                or needle != self._needle):
+            self._buffer, self._epoch, self._needle = buffer, buffer.epoch, needle
+            self.items = [e for e in entries if matches_entry(needle, e)] if needle else list(entries)
+            self._synced = entries[-1].seq if entries else -1
+            self._row_counts.clear()
+            return
+        items = self.items
+        if items and (not entries or items[0].seq < entries[0].seq):
+            del items[:bisect_left(items, entries[0].seq, key=_seq) if entries else len(items)]
+        if entries and entries[-1].seq > self._synced:
+            new = entries[bisect_left(entries, self._synced + 1, key=_seq):]
+            items.extend([e for e in new if matches_entry(needle, e)] if needle else new)
+            self._synced = entries[-1].seq
+        if len(self._row_counts) > 2 * len(items) + 1000:
+            self._row_counts.clear()
+
+    # -- layout of one entry --
+
+    def set_layout(self, width, service_width):
+        """Width of the panel and of the service column (0 hides it)."""
+        layout = (width, service_width)
+        if layout != self._layout:
+            self._layout = layout
+            self._row_counts.clear()
+
+    def _prefix_width(self):
+        width, service_width = self._layout
+        return 13 + (service_width + 1 if service_width else 0) + 2
+
+    def _message_rows(self, entry):
+        """The message's rows and the indent of its continuation rows."""
+        width, _ = self._layout
+        prefix = self._prefix_width()
+        text = clean(entry.message)
+        first = wrap(text, max(1, width - prefix))
+        if width - prefix >= 20 or len(first) == 1:
+            return first, prefix
+        return [first[0]] + wrap(text[len(first[0]):], max(1, width - 2)), 2
+
+    def row_count(self, index):
+        entry = self.items[index]
+        count = self._row_counts.get(entry.seq)
+        if count is None:
+            count = self._row_counts[entry.seq] = len(self._message_rows(entry)[0])
+        return count
+
+    def render_entry(self, entry, styles):
+        """[(segments)] for each row of `entry`; a segment is (text, attribute)."""
+        width, service_width = self._layout
+        rows, indent = self._message_rows(entry)
+        mark = STREAM_MARKS.get(entry.stream, "|")
+        text_attr = styles.stream(entry.stream)
+        head = [(format_time(entry.timestamp) + " ", styles.dim)]
+        if service_width:
+            head.append((clip(entry.service, service_width).ljust(service_width) + " ", 0))
+        head.append((mark + " ", text_attr | (curses.A_BOLD if entry.stream != "stdout" else 0)))
+        out = [head + [(rows[0], text_attr)]]
+        out.extend([(" " * indent, 0), (row, text_attr)] for row in rows[1:])
+        return out
+
+    # -- scrolling --
+
+    def _bottom_top(self, height):
+        """(index, row) of the first visible row when the last row sits at the bottom."""
+        index = len(self.items) - 1
+        if index < 0:
+            return 0, 0
+        need = height
+        while index >= 0:
+            count = self.row_count(index)
+            if count >= need:
+                return index, count - need
+            need -= count
+            index -= 1
+        return 0, 0
+
+    def _rows_from(self, index, row, limit):
+        """Rows from (index, row) to the end, counting no further than `limit`."""
+        total = -row
+        while index < len(self.items) and total <= limit:
+            total += self.row_count(index)
+            index += 1
+        return total
+
+    def position(self, height):
+        """(index, row) of the first visible row."""
+        if self.follow or self.top is None or not self.items:
+            return self._bottom_top(height)
+        seq, row = self.top
+        index = bisect_left(self.items, seq, key=_seq)
+        if index >= len(self.items):
+            return self._bottom_top(height)
+        row = min(row, self.row_count(index) - 1) if self.items[index].seq == seq else 0
+        if self._rows_from(index, row, height) < height:
+            return self._bottom_top(height)
+        return index, row
+
+    def scroll(self, delta, height):
+        """Move by `delta` rows; returns the index of the new first visible entry."""
+        if not self.items:
+            return 0
+        index, row = self.position(height)
+        row += delta
+        while row < 0 and index > 0:
+            index -= 1
+            row += self.row_count(index)
+        row = max(row, 0)
+        while index < len(self.items) - 1 and row >= self.row_count(index):
+            row -= self.row_count(index)
+            index += 1
+        row = min(row, self.row_count(index) - 1)
+        self.top = (self.items[index].seq, row)
+        self.follow = delta > 0 and self._rows_from(index, row, height) <= height
+        return index
+
+    def go_top(self):
+        if self.items:
+            self.top, self.follow = (self.items[0].seq, 0), False
+
+    def visible(self, height, styles):
+        """Rows to draw (lists of segments) and the index of the last entry shown."""
+        index, row = self.position(height)
+        rows, last = [], index
+        while index < len(self.items) and len(rows) < height:
+            entry_rows = self.render_entry(self.items[index], styles)
+            rows.extend(entry_rows[row:row + height - len(rows)])
+            last, index, row = index, index + 1, 0
+        return rows, last
+
+
+def _seq(entry):
+    return entry.seq
+
+
+# ---- the application --------------------------------------------------------------------------
+
+class App:
+    """Screen state (focus, selection, filters, modal, zoom) and the main loop."""
+
+    def __init__(self, client, token, color=True):
+        self.client = client
+        self.token = token
+        self.color = color
+        self.focus = SERVICES
+        self.selected = ALL
+        self.service_top = 0
+        self.filters = {SERVICES: "", LOGS: ""}
+        self.editing = None
+        self.modal = False
+        self.zoom = False
+        self.quit = False
+        self.logs = LogView()
+        self.screen = None
+        self.styles = None
+        self._log_height = 10
+        self._last_visible = 0
+        self._drawn_version = -1
+        self._last_draw = 0.0
+
+    # -- loop --
+
+    def run(self, screen):
+        self.screen = screen
+        self.styles = Styles(self.color)
+        try:
+            curses.curs_set(0)
+        except curses.error:
+            pass
+        screen.keypad(True)
+        self.draw()
+        while not self.quit:
+            now = time.monotonic()
+            dirty = self.client.version != self._drawn_version
+            wait = FRAME - (now - self._last_draw) if dirty else FRAME
+            screen.timeout(max(1, int(wait * 1000)))
+            key = self._key()
+            if key is not None:
+                while key is not None and not self.quit:
+                    self.handle(key)
+                    screen.timeout(0)
+                    key = self._key()
+                self.draw()
+            elif (self.client.version != self._drawn_version
+                  or time.monotonic() - self._last_draw > 0.5):
+                self.draw()  # model changes, and countdowns that tick without them
+
+    def _key(self):
+        try:
+            return self.screen.get_wch()
+        except curses.error:
+            return None
+
+    # -- keys --
+
+    def handle(self, key):
+        if key == curses.KEY_RESIZE:
+            curses.update_lines_cols()
+            self.screen.clear()
+            return
+        if self.editing and self._edit(key):
+            return
+        if self.modal:
+            if key in (ESC, "i", "\n", "\r", curses.KEY_ENTER):
+                self.modal = False
+            elif key in ("q", "\x03"):
+                self.quit = True
+            return
+        if key in ("q", "\x03"):
+            self.quit = True
+        elif key == "\t":
+            if not self.zoom:
+                self.focus = LOGS if self.focus == SERVICES else SERVICES
+        elif key == "/":
+            self.editing = self.focus
+        elif key == ESC:
+            self._set_filter(self.focus, "")
+        elif key == "i":
+            self.modal = True
+        elif key == "z":
+            self.zoom = not self.zoom
+            self.focus = LOGS if self.zoom else self.focus
+        elif key in ("s", "x"):
+            self._act(key)
+        elif self.focus == SERVICES:
+            self._move_selection(key)
+        else:
+            self._scroll_logs(key)
+
+    def _edit(self, key):
+        """Keys while typing a filter; False lets navigation keys through."""
+        text = self.filters[self.editing]
+        if key == ESC:
+            self._set_filter(self.editing, "")
+            self.editing = None
+        elif key in ENTER:
+            self.editing = None
+        elif key == "\t":
+            self.editing = None
+            return False  # and switch panels
+        elif key in BACKSPACE:
+            self._set_filter(self.editing, text[:-1])
+        elif key == "\x15":
+            self._set_filter(self.editing, "")
+        elif isinstance(key, str) and key.isprintable():
+            self._set_filter(self.editing, text + key)
+        else:
+            return not isinstance(key, int)  # other characters are swallowed, keys move
+        return True
+
+    def _set_filter(self, panel, text):
+        self.filters[panel] = text
+        if panel == SERVICES:
+            # Typing a name jumps to the first service it matches.
+            names = [name for name, _ in self._service_rows()[1:]]
+            if text and names and self.selected not in names:
+                self._select(names[0])
+            elif self.selected is not ALL and self.selected not in names:
+                self._select(ALL)
+
+    def _act(self, key):
+        with self.client.lock:
+            status = self.client.services.get(self.selected, "unknown")
+        if self.selected is ALL:
+            self.client.run_action(ALL_ACTIONS[key])
+            return
+        name = service_actions(status).get(key)
+        if name is None:
+            self.client.notify(f"{self.selected} is {status}: nothing for {key} to do", error=True)
+            return
+        self.client.run_action(name, self.selected)
+
+    def _move_selection(self, key):
+        rows = [name for name, _ in self._service_rows()]
+        index = rows.index(self.selected) if self.selected in rows else 0
+        step = step_of(key, self._log_height)
+        if key in TOP:
+            index = 0
+        elif key in BOTTOM:
+            index = len(rows) - 1
+        elif step is not None:
+            index = min(max(index + step, 0), len(rows) - 1)
+        else:
+            return
+        self._select(rows[index])
+
+    def _select(self, scope):
+        if scope != self.selected:
+            self.selected = scope
+            self.logs.reset()
+            self.client.select(scope)
+
+    def _scroll_logs(self, key):
+        height = self._log_height
+        if key in BOTTOM:
+            self.logs.reset()
+            self.client.set_following(True)
+            return
+        if key in TOP:
+            self.logs.go_top()
+            first = 0
+        else:
+            step = step_of(key, height)
+            if step is None:
+                return
+            first = self.logs.scroll(step, height)
+        self.client.set_following(self.logs.follow)
+        if not self.logs.follow and first < height:
+            self.client.load_older()
+
+    # -- drawing --
+
+    def _service_rows(self, services=None):
+        """[(scope, status)] of the services panel: `all logs`, then the matching services."""
+        if services is None:
+            with self.client.lock:
+                services = dict(self.client.services)
+        needle = self.filters[SERVICES].lower()
+        return [(ALL, "")] + [(name, status) for name, status in services.items()
+                              if matches_service(needle, name, status)]
+
+    def draw(self):
+        screen = self.screen
+        height, width = screen.getmaxyx()
+        client = self.client
+        with client.lock:
+            self._drawn_version = client.version
+            model = {
+                "state": client.state, "detail": client.detail,
+                "next": client.next_attempt_at, "busy": dict(client.busy),
+                "notice": client.notice, "has_older": client.logs.has_older,
+                "loading": client.loading_older, "server": dict(client.server),
+                "connected_at": client.connected_at, "held": len(client.logs.entries),
+            }
+            self.logs.sync(client.logs, self.filters[LOGS].lower())
+            services = dict(client.services)
+        self._last_draw = time.monotonic()
+        screen.erase()
+        if width < MIN_WIDTH or height < MIN_HEIGHT:
+            self._put(0, 0, f"Terminal too small ({width}x{height})", 0, width)
+            screen.noutrefresh()
+            curses.doupdate()
+            return
+        self._draw_header(width, model, services)
+        body_top, body_height = 1, height - 2
+        if self.zoom:
+            self._draw_logs(body_top, 0, body_height, width, services, boxed=False,
+                            held=model["held"])
+        else:
+            left = min(max(24, max(map(len, services), default=0) + 15), max(24, width // 3))
+            self._draw_services(body_top, 0, body_height, left, services, model["busy"],
+                                model["state"] == CONNECTED)
+            self._draw_logs(body_top, left, body_height, width - left, services, boxed=True,
+                            loading=model["loading"], held=model["held"])
+        self._draw_footer(height - 1, width, model)
+        if self.modal:
+            self._draw_modal(height, width, model)
+        screen.noutrefresh()
+        curses.doupdate()
+
+    def _put(self, y, x, text, attr, width):
+        """Draw `text` clipped to `width` cells; the last screen cell is not an error."""
+        if width <= 0:
+            return
+        try:
+            self.screen.addstr(y, x, clip(text, width), attr)
+        except curses.error:
+            pass
+
+    def _draw_header(self, width, model, services):
+        styles = self.styles
+        self._put(0, 0, " " * width, styles.header, width)
+        title = f" {PROGRAM} "
+        self._put(0, 0, title, styles.header | curses.A_BOLD, width)
+        label, attr = self._state_text(model)
+        self._put(0, len(title) + 1, label, attr | curses.A_BOLD, width - len(title) - 1)
+        x = len(title) + len(label) + 3
+        hints = self._hints(services, model["busy"], width - x - 1)
+        self._put(0, width - len(hints) - 1, hints, styles.header, len(hints))
+
+    def _state_text(self, model):
+        styles = self.styles
+        state = model["state"]
+        label = STATE_LABELS.get(state, state)
+        if state == CONNECTED:
+            return label, styles.good
+        if model["next"] is not None:
+            left = max(0.0, model["next"] - time.monotonic())
+            label += f", retry in {left:.0f}s" if left >= 1 else f", retry in {left:.1f}s"
+        elif state != CONNECTING:
+            label += ", retrying"
+        if model["detail"] and state in (RECONNECTING, UNREACHABLE, INCOMPATIBLE):
+            label += f" ({model['detail']})"
+        return label, styles.warn if state in (CONNECTING, RECONNECTING) else styles.bad
+
+    def _hints(self, services, busy, room):
+        """The keys the focused item allows, then as many global ones as fit in `room`."""
+        if self.selected in busy:
+            parts = [f"busy: {ACTION_WORDS.get(busy[self.selected], busy[self.selected])}"]
+        else:
+            actions = (ALL_ACTIONS if self.selected is ALL
+                       else service_actions(services.get(self.selected, "unknown")))
+            parts = [f"{key} {ACTION_WORDS[name]}" for key, name in actions.items()]
+        extra = ["/ filter", "i info", "q quit"]
+        while extra and len("  ".join(parts + extra)) > room:
+            extra.pop(0)
+        hints = "  ".join(parts + extra)
+        return hints if len(hints) <= room else ""
+
+    def _box(self, y, x, height, width, title, focused):
+        attr = self.styles.focused if focused else self.styles.dim
+        horizontal, vertical, top_left, top_right, bottom_left, bottom_right = self.styles.lines
+        self._put(y, x, top_left + horizontal * (width - 2) + top_right, attr, width)
+        for row in range(y + 1, y + height - 1):
+            self._put(row, x, vertical, attr, 1)
+            self._put(row, x + width - 1, vertical, attr, 1)
+        self._put(y + height - 1, x, bottom_left + horizontal * (width - 2) + bottom_right,
+                  attr, width)
+        self._put(y, x + 2, f" {title} ", attr | (curses.A_REVERSE if focused else 0), width - 4)
+
+    def _draw_services(self, y, x, height, width, services, busy, connected):
+        styles = self.styles
+        needle = self.filters[SERVICES]
+        title = "Services" + (f" /{needle}" if needle else "")
+        self._box(y, x, height, width, title, self.focus == SERVICES)
+        rows = self._service_rows(services)
+        inner = height - 2
+        index = next((i for i, (name, _) in enumerate(rows) if name == self.selected), 0)
+        self.service_top = min(max(self.service_top, index - inner + 1), index)
+        name_width = width - 2 - 2 - 1 - 8 - 2
+        for line, (name, status) in enumerate(rows[self.service_top:self.service_top + inner]):
+            row_y = y + 1 + line
+            chosen = name == self.selected
+            attr = (styles.selected if self.focus == SERVICES else curses.A_BOLD) if chosen else 0
+            label = "all logs" if name is ALL else name
+            self._put(row_y, x + 1, (">" if chosen else " ") + " "
+                      + clip(label, name_width).ljust(name_width), attr, width - 2)
+            if name is not ALL:
+                attr = styles.status(status) if connected else styles.dim  # last known only
+                self._put(row_y, x + 1 + 2 + name_width + 1, status, attr, 8)
+            if name in busy:
+                self._put(row_y, x + width - 3, "*", styles.warn | curses.A_BOLD, 1)
+
+    def _draw_logs(self, y, x, height, width, services, boxed, held, loading=False):
+        needle = self.filters[LOGS]
+        if boxed:
+            scope = "all" if self.selected is ALL else self.selected
+            title = f"Logs: {scope}" + (f" /{needle}" if needle else "")
+            title += " (loading older)" if loading else ""
+            self._box(y, x, height, width, title, self.focus == LOGS)
+            y, x, height, width = y + 1, x + 1, height - 2, width - 2
+        self._log_height = max(1, height)
+        service_width = 0
+        if self.selected is ALL:
+            names = list(services) + ["flowlayer"]
+            service_width = min(16, max(map(len, names)))
+        self.logs.set_layout(width, service_width)
+        rows, self._last_visible = self.logs.visible(height, self.styles)
+        for line, segments in enumerate(rows):
+            column = x
+            for text, attr in segments:
+                self._put(y + line, column, text, attr, x + width - column)
+                column += text_width(text)
+        if not rows:
+            message = f'no line matches "{needle}"' if needle and held else "no log lines yet"
+            self._put(y, x + 1, message, self.styles.dim, width - 1)
+
+    def _draw_footer(self, y, width, model):
+        styles = self.styles
+        if self.editing:
+            prompt = f"Filter {self.editing}: {self.filters[self.editing]}"
+            self._put(y, 0, prompt + "_", curses.A_BOLD, width)
+            self._put(y, max(len(prompt) + 3, width - 36), "enter keep  esc clear", styles.dim,
+                      width - len(prompt) - 3)
+            return
+        count = len(self.logs.items)
+        position = f"{self._last_visible + 1 if count else 0}/{count} "
+        position += "follow" if self.logs.follow else "paused"
+        right = width - len(position) - 1
+        if model["has_older"]:
+            right -= len("history truncated") + 2
+            self._put(y, right, "history truncated", styles.warn, len("history truncated"))
+        self._put(y, width - len(position) - 1, position, styles.dim, len(position))
+        notice = model["notice"]
+        if notice is not None:
+            self._put(y, 1, notice.text, styles.bad if notice.error else styles.good, right - 3)
+
+    def _draw_modal(self, height, width, model):
+        server = model["server"]
+        since = (time.strftime("%H:%M:%S", time.localtime(model["connected_at"]))
+                 if model["connected_at"] else "-")
+        label, _ = self._state_text(model)
+        lines = [
+            ("Address", self.client.url),
+            ("Token", self.token or "(none)"),
+            ("State", label),
+            ("Detail", model["detail"] or "-"),
+            ("Server", str(server.get("server", "-"))),
+            ("Protocol", str(server.get("protocol_version", "-"))),
+            ("Commands", ", ".join(map(str, server.get("capabilities") or [])) or "-"),
+            ("Connected", since),
+        ]
+        box_width = min(width - 4, max(40, max(len(v) for _, v in lines) + 16))
+        box_height = len(lines) + 4
+        top, left = max(1, (height - box_height) // 2), (width - box_width) // 2
+        for row in range(box_height):
+            self._put(top + row, left, " " * box_width, 0, box_width)
+        self._box(top, left, box_height, box_width, "Connection", True)
+        for row, (key, value) in enumerate(lines):
+            self._put(top + 1 + row, left + 2, f"{key:<10} {value}", 0, box_width - 4)
+        self._put(top + box_height - 2, left + 2, "esc to close", self.styles.dim, box_width - 4)

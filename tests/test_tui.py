@@ -1,0 +1,449 @@
+"""The terminal client, driven in a real pseudo-terminal against a real server (and a fake
+V1 one), its screen read with pyte; plus its command line."""
+import datetime
+import os
+import queue
+import re
+import signal
+import subprocess
+import types
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import PY, ROOT, free_port, wait_until, write_config
+from fake_v1_server import FakeV1Server
+from lib import tui_cli
+from lib.client import LogBuffer, LogEntry
+from lib.tui_app import LogView, clean, format_time, service_actions, wrap
+from tui_helpers import Server, Tui, stack_config
+
+TOKEN = "tui-test-token"
+LOG_ROW = re.compile(r"(\d\d:\d\d:\d\d\.\d{3}) +(?:([\w.-]+) +)?([|!*]) (.*?) *│?$")
+
+
+def start_stack(directory):
+    port = free_port()
+    config = stack_config(port, TOKEN, os.path.join(str(directory), "logs"), free_port())
+    return Server(write_config(directory, config), f"127.0.0.1:{port}", TOKEN).start()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    running = start_stack(tmp_path_factory.mktemp("stack"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def tui():
+    started = []
+
+    def start(*args, **options):
+        started.append(Tui(list(args), **options))
+        return started[-1]
+
+    yield start
+    for t in started:
+        t.close()
+
+
+def connect(tui, server, *args, **options):
+    t = tui("-config", server.config_path, *args, **options)
+    t.wait_for("Connected")
+    return t
+
+
+def log_rows(t):
+    """(service, mark, message) of every log row on the screen, top to bottom."""
+    rows = []
+    for line in t.text().splitlines():
+        match = LOG_ROW.search(line)
+        if match:
+            rows.append((match.group(2), match.group(3), match.group(4)))
+    return rows
+
+
+def messages(t):
+    return [message for _, _, message in log_rows(t)]
+
+
+def service_row(t, name):
+    """The services panel row of `name`: (y, text)."""
+    for y, line in enumerate(t.text().splitlines()):
+        if re.match(rf"│[> ] {re.escape(name)} ", line):
+            return y, line[:line.index("│", 1)]
+    return None, ""
+
+
+def test_screen_shows_services_states_and_live_lines(server, tui):
+    t = connect(tui, server)
+    t.wait_for(lambda s: "ready" in service_row(t, "web")[1])
+    assert "running" in service_row(t, "ticker")[1]
+    assert "stopped" in service_row(t, "job")[1]
+    assert "> all logs" in t.text()
+    assert "flowlayer-client-tui" in t.line(0) and "s start all" in t.line(0)
+    seen = wait_until(lambda: [m for m in messages(t) if m.startswith("tick ")], message="ticks")
+    first = int(seen[-1].split()[1])
+    t.wait_for(lambda s: f"tick {first + 2}" in s)
+    t.wait_for(lambda s: ("ticker", "!") in [(svc, mark) for svc, mark, _ in log_rows(t)])
+    assert t.find("follow")
+
+
+def test_stderr_and_lifecycle_lines_are_marked(server, tui):
+    t = connect(tui, server)
+    t.send("/job\r")  # the filter selects the first matching service
+    t.wait_for("Logs: job")
+    t.wait_for(lambda s: ("*", "exited (code 0)") in [(m, x) for _, m, x in log_rows(t)])
+    assert (None, "|", "job done") in log_rows(t)
+    t.send("\x1b/ticker\r")
+    t.wait_for("Logs: ticker")
+
+    def red_warning(_):
+        found = t.find("! warn")
+        return found and t.cell(found[0], found[1] + 2).fg == "red"
+
+    t.wait_for(red_warning)
+
+
+def test_s_and_x_change_the_service_state_on_the_server(server, tui):
+    t = connect(tui, server)
+    t.send("/idle\r")
+    t.wait_for("Logs: idle")
+    t.wait_for(lambda s: "running" in service_row(t, "idle")[1] and "x stop" in t.line(0))
+    t.send("x")
+    t.wait_for(lambda s: "stopped" in service_row(t, "idle")[1])
+    t.wait_for("stop_service idle: ok")
+    assert server.statuses()["idle"] == "stopped"
+    assert "s start" in t.line(0)
+    t.send("s")
+    t.wait_for(lambda s: "running" in service_row(t, "idle")[1])
+    t.wait_for("start_service idle: ok")
+    assert server.statuses()["idle"] == "running"
+    t.wait_for(lambda s: messages(t).count("idle up") >= 2)
+
+
+def test_filter_narrows_both_panels(server, tui):
+    t = connect(tui, server)
+    t.send("/tick")
+    t.wait_for("Filter services: tick_")
+    t.wait_for(lambda s: service_row(t, "ticker")[0] and not service_row(t, "web")[0])
+    assert service_row(t, "ticker")[1].startswith("│> ")  # selected, as the only match
+    t.send("\r\t/warn\r")
+    t.wait_for("Logs: ticker /warn")
+    t.wait_for(lambda s: len(messages(t)) >= 2)
+    assert all(m.startswith("warn ") for m in messages(t))
+    t.send("\x1b")  # esc clears the focused panel's filter
+    t.wait_for(lambda s: any(m.startswith("tick ") for m in messages(t)))
+    assert not service_row(t, "web")[0]  # the services filter stays
+
+
+def test_i_shows_the_connection_info(server, tui):
+    t = connect(tui, server)
+    t.send("i")
+    t.wait_for("Connection")
+    text = t.text()
+    assert f"ws://{server.addr}/ws" in text and TOKEN in text
+    assert re.search(r"Server +flowlayer", text) and re.search(r"Protocol +1\b", text)
+    assert re.search(r"State +Connected", text)
+    t.send("\x1b")
+    t.wait_for(lambda s: TOKEN not in s)
+
+
+def test_older_history_is_paged_with_before_seq(server, tui):
+    t = connect(tui, server)
+    t.send("/burst\r")
+    t.wait_for("burst 099")
+    t.wait_for("history truncated")
+    assert "burst 059" not in t.text()  # 40 entries held: 060..099
+    t.send("\t")
+    wait_until(lambda: t.send("g") or "burst 000" in t.text(), 20, interval=0.2,
+               message="the first burst line after paging back")
+    assert messages(t)[:3] == ["burst 000", "burst 001", "burst 002"]
+    t.wait_for(lambda s: "history truncated" not in s and "paused" in s)
+    t.send("G")
+    t.wait_for(lambda s: "burst 099" in s and "follow" in s)
+
+
+def test_z_zooms_the_logs_to_clean_full_width_lines(server, tui):
+    t = connect(tui, server, cols=90, rows=24)
+    t.wait_for(lambda s: len(messages(t)) > 5)
+    t.send("z")
+    t.wait_for(lambda s: "Services" not in s)
+    body = t.text().splitlines()[1:-1]
+    assert not any("│" in line or "─" in line for line in body)
+    assert all(re.match(r"\d\d:\d\d:\d\d\.\d{3} |  |$", line) for line in body)
+    t.send("z")
+    t.wait_for("Services")
+
+
+def test_no_color_uses_attributes_only(server, tui):
+    t = connect(tui, server, env={"NO_COLOR": "1"})
+    t.wait_for(lambda s: "ready" in service_row(t, "web")[1])
+    t.wait_for(lambda s: "! warn" in s)
+    y, line = service_row(t, "web")
+    ready = t.cell(y, line.index("ready"))
+    assert ready.bold and ready.fg == "default"
+    with t._lock:
+        colours = {(c.fg, c.bg) for row in t.screen.buffer.values() for c in row.values()}
+    assert colours == {("default", "default")}
+
+
+def test_colours_per_status(server, tui):
+    t = connect(tui, server)
+    t.wait_for(lambda s: "ready" in service_row(t, "web")[1])
+    for name, status, colour in (("web", "ready", "green"), ("ticker", "running", "blue")):
+        y, line = service_row(t, name)
+        assert t.cell(y, line.index(status)).fg == colour
+
+
+def test_resize_redraws_the_layout(server, tui):
+    t = connect(tui, server, cols=100, rows=30)
+    t.wait_for(lambda s: len(messages(t)) > 5)
+    t.resize(80, 24)
+    t.wait_for(lambda s: s.splitlines()[22].startswith("└") and s.splitlines()[22].endswith("┘"))
+    assert "follow" in t.line(23)
+    t.resize(120, 40)
+    t.wait_for(lambda s: s.splitlines()[38].endswith("┘") and len(messages(t)) > 25)
+
+
+def test_quit_keys_and_signals_restore_the_terminal(server, tui):
+    for stop in ("q", "\x03", signal.SIGTERM):
+        t = connect(tui, server)
+        assert not t.echoes()
+        if isinstance(stop, str):
+            t.send(stop)
+        else:
+            os.kill(t.pid, stop)
+        assert t.wait_exit() == 0
+        assert t.echoes()
+        tail = bytes(t.raw[t.raw.rfind(b"Connected"):])
+        assert b"\x1b[?1049l" in tail  # left the alternate screen
+        assert b"Traceback" not in t.raw
+
+
+def test_a_crash_restores_the_terminal_before_the_traceback(tmp_path, tui):
+    crashing = tmp_path / "crashing_tui.py"
+    crashing.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {ROOT!r})\n"
+        "from lib import tui_app, tui_cli\n"
+        "def explode(self, key):\n"
+        "    raise RuntimeError('boom')\n"
+        "tui_app.App.handle = explode\n"
+        "sys.exit(tui_cli.main(sys.argv[1:]))\n")
+    t = tui("-addr", f"127.0.0.1:{free_port()}", program=str(crashing))
+    t.wait_for("Unreachable")
+    assert not t.echoes()
+    t.send("j")
+    assert t.wait_exit() == 1
+    assert t.echoes()
+    raw = bytes(t.raw)
+    assert raw.rfind(b"\x1b[?1049l") < raw.find(b"RuntimeError: boom")
+
+
+def test_reconnect_after_a_server_restart_has_no_gap_or_duplicate(tmp_path, tui):
+    server = start_stack(tmp_path)
+    try:
+        t = connect(tui, server)
+        t.send("/counter\r")
+        t.wait_for("Logs: counter")
+        t.wait_for(lambda s: sum("count" in m for m in messages(t)) == 5)
+        first_pid = [m for m in messages(t) if "count" in m][0].split()[0]
+        server.stop()
+        t.wait_for("Reconnecting")
+        server.start()
+        t.wait_for("Connected")
+        t.wait_for(lambda s: sum("count" in m for m in messages(t)) == 10)
+        counts = [m for m in messages(t) if "count" in m]
+        second_pid = counts[-1].split()[0]
+        assert second_pid != first_pid
+        assert counts == ([f"{first_pid} count {i}" for i in range(5)]
+                          + [f"{second_pid} count {i}" for i in range(5)])
+        lines = messages(t)
+        assert len(lines) == len(set(lines)) and "stopping" in lines
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("args, label", [((), "Unauthorized (401)"),
+                                         (("-token", "wrong"), "Forbidden (403)")])
+def test_bad_tokens_are_shown(server, tui, args, label):
+    t = tui("-addr", server.addr, *args)
+    t.wait_for(label)
+    t.wait_for("retry in")
+
+
+def test_nothing_listening_is_unreachable_and_retried(tui):
+    t = tui("-addr", f"127.0.0.1:{free_port()}")
+    t.wait_for("Unreachable, retry in")
+    t.wait_for("connection refused")
+
+
+def test_works_against_another_v1_server(tui):
+    fake = FakeV1Server(token="fake", services={"api": "running", "db": "ready"})
+    try:
+        t = tui("-addr", fake.addr, "-token", "fake", cols=80, rows=24)
+        t.wait_for("Connected")
+        fake.add_log("api", "hello from a fake server")
+        t.wait_for("hello from a fake server")
+        t.send("j")
+        t.wait_for("Logs: api")
+        held = queue.Queue()
+        fake.handler = lambda conn, m: m["name"] == "stop_service" and (held.put((conn, m)) or True)
+        t.send("x")
+        t.wait_for(lambda s: service_row(t, "api")[1].rstrip().endswith("*") and "busy: stop" in s)
+        t.send("s")  # busy: nothing is sent
+        t.wait_for("restart_service api: busy with stop_service")
+        conn, message = held.get(timeout=10)
+        fake.set_status("api", "stopped")
+        fake.reply(conn, message)
+        t.wait_for("stop_service api: ok")
+        t.wait_for(lambda s: "stopped" in service_row(t, "api")[1])
+        assert not service_row(t, "api")[1].rstrip().endswith("*")
+        assert [m["name"] for _, m in list(fake.commands.queue)].count("start_service") == 0
+    finally:
+        fake.close()
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+def run_cli(*args, **options):
+    return subprocess.run([PY, os.path.join(ROOT, "tui.py"), *args], capture_output=True,
+                          text=True, timeout=30, **options)
+
+
+def test_version_and_help():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout == f"flowlayer-client-tui {tui_cli.__version__}\n"
+    result = run_cli("-h")
+    assert result.returncode == 0 and "-config PATH" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("-v",), "flag provided but not defined: -v"),
+    (("extra",), "unexpected argument: extra"),
+    (("-addr",), "flag needs an argument"),
+    (("-addr", "nowhere"), "-addr: invalid address"),
+])
+def test_usage_errors_print_the_help_and_exit_2(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"Error: {message}") and "Usage:" in result.stderr
+
+
+def test_a_bad_config_file_is_an_error_without_traceback(tmp_path):
+    bad = write_config(tmp_path, "{ session: ", name="bad.jsonc")
+    for path in (bad, str(tmp_path / "missing.jsonc")):
+        result = run_cli("-config", path)
+        assert result.returncode == 2 and result.stderr.startswith("Error: ")
+        assert "Traceback" not in result.stderr and "Usage:" not in result.stderr
+
+
+def test_config_addr_bind_and_flag_precedence(tmp_path):
+    client_cfg = write_config(tmp_path, {"session": {"addr": "10.0.0.5:7000", "token": "t1"}},
+                              name="client.jsonc")
+    server_cfg = write_config(tmp_path, {"session": {"bind": ":7001", "token": "t2"},
+                                         "services": {"a": {"cmd": "true"}}}, name="server.jsonc")
+    v6_cfg = write_config(tmp_path, {"session": {"bind": "[::]:7002"}}, name="v6.jsonc")
+    assert tui_cli.resolve({}) == ("ws://127.0.0.1:6999/ws", None)
+    assert tui_cli.resolve({"config": client_cfg}) == ("ws://10.0.0.5:7000/ws", "t1")
+    assert tui_cli.resolve({"config": server_cfg}) == ("ws://127.0.0.1:7001/ws", "t2")
+    assert tui_cli.resolve({"config": v6_cfg}) == ("ws://[::1]:7002/ws", None)
+    assert tui_cli.resolve({"config": server_cfg, "addr": "127.0.0.2:9", "token": "t3"}) == (
+        "ws://127.0.0.2:9/ws", "t3")
+
+
+def test_no_terminal_is_an_error(tmp_path):
+    result = run_cli("-addr", "127.0.0.1:1", stdin=subprocess.DEVNULL)
+    assert result.returncode == 1 and "needs a terminal" in result.stderr
+
+
+# ---- pure parts of the screen ------------------------------------------------------------------
+
+def test_text_is_cleaned_and_wrapped_by_cells():
+    assert clean("\x1b[31mred\x1b[0m") == "red"
+    assert clean("a\tb") == "a   b"
+    assert clean("bell\x07 \x00 ") == "bell? ?"
+    assert wrap("abcdef", 4) == ["abcd", "ef"]
+    assert wrap("job done in 330ms", 10) == ["job done ", "in 330ms"]
+    assert wrap("a verylongword", 6) == ["a very", "longwo", "rd"]
+    assert wrap("日本語ab", 4) == ["日本", "語ab"]
+    assert wrap("", 5) == [""]
+
+
+def test_times_show_local_milliseconds():
+    moment = datetime.datetime(2026, 3, 4, 10, 30, 0, 123456).astimezone()
+    assert format_time(moment.isoformat(timespec="milliseconds")) == "10:30:00.123"
+    utc = moment.astimezone(datetime.timezone.utc)
+    assert format_time(utc.strftime("%Y-%m-%dT%H:%M:%S.123456789Z")) == "10:30:00.123"
+    assert format_time("yesterday") == "--:--:--.---"
+
+
+def test_actions_follow_the_status():
+    assert service_actions("ready") == {"s": "restart_service", "x": "stop_service"}
+    assert service_actions("failed") == {"s": "start_service"}
+    assert service_actions("starting") == {"x": "stop_service"}
+    assert service_actions("stopping") == {}
+
+
+STYLES = types.SimpleNamespace(dim=0, stream=lambda stream: 0)
+
+
+def entry(seq, message=None):
+    return LogEntry(seq, "api", "running", "stdout", message or f"line {seq}",
+                    "2026-01-01T00:00:00.000")  # no offset: shown as is, whatever the TZ
+
+
+def view_of(buffer, width=40, height=5, needle=""):
+    view = LogView()
+    view.set_layout(width, 0)
+    view.sync(buffer, needle)
+    return view
+
+
+def shown(view, height=5):
+    rows, _ = view.visible(height, STYLES)
+    return ["".join(text for text, _ in row).strip() for row in rows]
+
+
+def test_the_view_holds_still_while_lines_arrive_and_follows_again_at_the_bottom():
+    buffer = LogBuffer()
+    buffer.add([entry(s) for s in range(1, 21)])
+    view = view_of(buffer)
+    assert shown(view)[-1].endswith("line 20")
+    view.scroll(-3, 5)
+    before = shown(view)
+    assert before[-1].endswith("line 17") and not view.follow
+    buffer.add([entry(s) for s in range(21, 30)])
+    view.sync(buffer, "")
+    assert shown(view) == before
+    view.scroll(+100, 5)
+    assert view.follow and shown(view)[-1].endswith("line 29")
+
+
+def test_a_long_line_scrolls_row_by_row_with_an_indent():
+    buffer = LogBuffer()
+    buffer.add([entry(1, "x" * 50), entry(2)])
+    view = view_of(buffer, width=40)
+    view.go_top()
+    rows = shown(view, 2)
+    assert rows[0] == "00:00:00.000 | " + "x" * 25 and rows[1] == "x" * 25
+    view.scroll(1, 2)
+    assert shown(view, 2) == ["x" * 25, "00:00:00.000 | line 2"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 12), st.booleans()), max_size=25),
+       st.sampled_from(["", "line 1", "7"]), st.integers(3, 30))
+def test_incremental_sync_equals_a_rebuild(batches, needle, limit):
+    buffer, view, seq = LogBuffer(), LogView(), 0
+    view.set_layout(40, 0)
+    buffer.set_limit(limit)
+    for size, late in batches:
+        new = [entry(seq + i + 1) for i in range(size)]
+        seq += size
+        buffer.add(new[::-1] if late else new)
+        view.sync(buffer, needle)
+        assert view.items == view_of(buffer, needle=needle).items
