@@ -16,10 +16,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import websocket
 
+from .logstore import LogEntry
 from .protocol import PROTOCOL_VERSION, command, encode
 
 ALL = None  # the scope of every service's logs
@@ -41,26 +41,17 @@ UNKNOWN_LIMIT_CAP = 100_000  # memory guard used only until the server tells its
 OLDER_PAGE_MAX = 1000        # entries asked per page of older history
 
 
-class LogEntry(NamedTuple):
-    seq: int
-    service: str
-    phase: str
-    stream: str
-    message: str
-    timestamp: str
-
-    @classmethod
-    def from_wire(cls, data):
-        """The entry of a `log` payload or a get_logs item; None when it has no int seq."""
-        try:
-            seq = data["seq"]
-            if type(seq) is not int:
-                return None
-            return cls(seq, str(data.get("service") or ""), str(data.get("phase") or ""),
-                       str(data.get("stream") or "stdout"), str(data.get("message") or ""),
-                       str(data.get("timestamp") or ""))
-        except (TypeError, KeyError, AttributeError):
+def entry_from_wire(data):
+    """The LogEntry of a `log` payload or a get_logs item; None when it has no int seq."""
+    try:
+        seq = data["seq"]
+        if type(seq) is not int:
             return None
+        return LogEntry(seq, str(data.get("service") or ""), str(data.get("phase") or ""),
+                        str(data.get("stream") or "stdout"), str(data.get("message") or ""),
+                        str(data.get("timestamp") or ""))
+    except (TypeError, KeyError, AttributeError):
+        return None
 
 
 def _seq(entry):
@@ -538,7 +529,7 @@ class Client:
         scope = self.scope
         taken = []
         for payload in payloads:
-            entry = LogEntry.from_wire(payload)
+            entry = entry_from_wire(payload)
             if entry is None:
                 continue
             previous = self._live_seq
@@ -778,7 +769,7 @@ def _entries(data):
     items = data.get("entries")
     if not isinstance(items, list):
         return []
-    return [entry for entry in map(LogEntry.from_wire, items) if entry is not None]
+    return [entry for entry in map(entry_from_wire, items) if entry is not None]
 
 
 def _describe_error(exc):
