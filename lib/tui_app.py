@@ -151,12 +151,20 @@ def matches_entry(needle, entry):
 
 # ---- styles -------------------------------------------------------------------------------
 
+def _start_colors():
+    """Whether the terminal has the 8 colours the roles need (TERM=dumb has none)."""
+    if not curses.has_colors():
+        return False
+    curses.start_color()
+    return curses.COLORS >= 8
+
+
 class Styles:
-    """Attributes for each role: colours, or bold/reverse/dim only under NO_COLOR."""
+    """Attributes for each role: colours, or bold/reverse/dim only under NO_COLOR or on a
+    terminal without colours."""
 
     def __init__(self, color):
-        if color:
-            curses.start_color()
+        if color and _start_colors():
             try:
                 curses.use_default_colors()
                 background = -1

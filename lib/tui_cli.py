@@ -128,6 +128,12 @@ def run(url, token):
         sys.stderr.write(f"Error: cannot use this terminal (TERM={os.environ.get('TERM', '')}): "
                          f"{exc}\n")
         return 1
+    if not curses.tigetstr("cup"):
+        curses.endwin()
+        client.close()
+        sys.stderr.write(f"Error: this terminal (TERM={os.environ.get('TERM', '')}) cannot "
+                         "move the cursor; use a full-screen terminal type such as xterm\n")
+        return 1
     try:
         curses.noecho()
         curses.cbreak()

@@ -447,3 +447,14 @@ def test_incremental_sync_equals_a_rebuild(batches, needle, limit):
         buffer.add(new[::-1] if late else new)
         view.sync(buffer, needle)
         assert view.items == view_of(buffer, needle=needle).items
+
+
+def test_terminals_without_colour_or_cursor_addressing(server, tui):
+    t = connect(tui, server, env={"TERM": "vt100"})   # no colours: attributes only
+    t.wait_for(lambda s: "ready" in service_row(t, "web")[1])
+    t.send("q")
+    assert t.wait_exit() == 0
+    dumb = tui("-config", server.config_path, env={"TERM": "dumb"})
+    assert dumb.wait_exit() == 1
+    assert b"Error: this terminal (TERM=dumb) cannot move the cursor" in bytes(dumb.raw)
+    assert b"Traceback" not in bytes(dumb.raw)
