@@ -220,8 +220,11 @@ class Runtime:
     def boot(self):
         """start_all as the boot, with the startup summary line of SPEC 1.3."""
         started = time.monotonic()
-        action = self.prepare("start_all")
-        outcome, tally, op = action(with_tally=True)
+        try:
+            outcome, tally, op = self.prepare("start_all")(with_tally=True)
+            cancelled = op.cancelled
+        except Rejected:          # a shutdown began before the boot did
+            outcome, tally, cancelled = OK, {}, True
         counts = {"running": 0, "done": 0, "failed_start": 0, "blocked": 0}
         for name, result in tally.items():
             if result == "blocked":
@@ -232,7 +235,7 @@ class Runtime:
                 status = self._services[name].status
                 key = {"running": "running", "ready": "running", "stopped": "done"}.get(status)
                 counts[key or "failed_start"] += 1
-        if op.cancelled:
+        if cancelled:
             word = "startup cancelled"
         elif counts["failed_start"] or counts["blocked"]:
             word = "startup incomplete"

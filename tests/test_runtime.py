@@ -323,3 +323,11 @@ def test_kill_all_signals_every_group(stack):
     assert f"exited (signal {signal.SIGKILL.name})" in s.lines("app", "system")
     assert not _alive(pid)
     assert os.getpgid(os.getpid()) != pid
+
+
+def test_boot_after_shutdown_began_is_cancelled(stack):
+    s = stack({"app": {"cmd": py_cmd(SLEEP)}})
+    s.runtime.shutdown()
+    assert s.runtime.boot().ok
+    assert s.statuses("app") == []
+    assert any(m.startswith("boot: startup cancelled: 0 running") for m in s.lines("flowlayer"))
