@@ -1,5 +1,6 @@
 """The server program: flags, config discovery, boot lines, signals and exit codes."""
 import os
+import resource
 import select
 import signal
 import socket
@@ -14,7 +15,7 @@ from .echo import Echo
 from .flags import UsageError, parse
 from .guardian import Guardian
 from .logstore import LogStore
-from .runtime import Runtime
+from .runtime import SERVER, Runtime
 
 DISCOVERY = ("flowlayer.jsonc", "flowlayer.json", "flowlayer.config.jsonc", "flowlayer.config.json")
 
@@ -122,9 +123,12 @@ def use_color(flags):
 def serve(config, bind, token, color):
     """Boot, wait for a signal, shut down; return the exit code."""
     signals = Signals()
+    raise_descriptor_limit()
     echo = Echo(sys.stdout.buffer, config.services, color=color)
     try:
-        store = LogStore(config.buffer_size, config.logs_dir, on_warning=lambda m: echo.say(f"warning: {m}"))
+        # A warning (the logs dir failed) is a server line, so clients see it too.
+        store = LogStore(config.buffer_size, config.logs_dir,
+                         on_warning=lambda m: store.append(SERVER, "system", [f"warning: {m}"], "running"))
     except OSError as exc:
         echo.close()
         raise RuntimeFailure(f"cannot create logs dir {config.logs_dir}: {exc.strerror or exc}") from None
@@ -149,6 +153,17 @@ def serve(config, bind, token, color):
         store.close()
         echo.close()
     return 0
+
+
+def raise_descriptor_limit():
+    """Soft RLIMIT_NOFILE up to the hard limit: every service costs two pipes and every
+    client a socket, and the soft default (often 1024) is low for a large stack."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def start_session(runtime, store, config, bind, token):

@@ -10,6 +10,7 @@ one worker per running command except get_snapshot, so commands never wait on ea
 one broadcaster that turns captured log lines into frames once for every connection.
 Nothing but a connection's own sender ever blocks on its socket.
 """
+import errno
 import json
 import logging
 import queue
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGE = 1 << 20          # bytes of one client message; more closes with 1009
 MAX_BACKLOG = 10_000           # undroppable frames queued for a connection before it is closed
+MAX_BACKLOG_BYTES = 64 << 20   # or bytes of them (a get_logs result can be megabytes)
 LOG_BACKLOG_BYTES = 8 << 20    # bytes of log frames queued for a connection; more are dropped
 LOG_BLOB_BYTES = 256 << 10     # the broadcaster hands log frames over in blobs of about this
 LOG_QUEUE_CHUNKS = 4096        # captured chunks waiting for the broadcaster; more are dropped
@@ -49,10 +51,14 @@ HEAD_TIMEOUT = 5.0             # seconds to receive a request's line and headers
 MAX_HEAD = 32 << 10            # bytes of a request's line and headers
 CLOSE_TIMEOUT = 2.0            # seconds a closing connection may take to flush and hang up
 ACCEPT_POLL = 0.2              # seconds between the accept loop's shutdown checks
+_IOV_MAX = 1024                # buffers per sendmsg() call (the Linux limit)
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_TOO_BIG = 1009
+# Close codes a peer may send (RFC 6455 7.4): the defined ones except 1004-1006 and 1015,
+# and the ranges of libraries and applications.
+_SENDABLE_CLOSE_CODES = frozenset([*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)])
 _RSV = 0x70
 
 
@@ -83,12 +89,38 @@ def _log_frames(entries):
     return b"".join([_frame(text.encode("ascii")) for text in protocol.log_events_json(entries)])
 
 
+def _send_frames(sock, frames):
+    """Write frames back to back, many per system call, without first joining them: a
+    joined backlog (up to megabytes, on every connection's thread) is what made the C
+    allocator's footprint grow under steady load, although Python freed each buffer."""
+    views = [memoryview(frame) for frame in frames]
+    first = 0
+    while first < len(views):
+        sent = sock.sendmsg(views[first:first + _IOV_MAX])
+        while first < len(views) and sent >= len(views[first]):
+            sent -= len(views[first])
+            first += 1
+        if sent:
+            views[first] = views[first][sent:]
+
+
 def _unmask(data, mask):
     """XOR with the 4-byte mask, as one big-integer operation rather than per byte."""
     size = len(data)
     key = (mask * (size // 4 + 1))[:size]
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(
         size, "little")
+
+
+def _close_reply(data):
+    """The answer to a client's close frame: its code echoed, an empty close for an empty
+    one, 1002 for half a code or a code no endpoint may send (RFC 6455 7.4)."""
+    if not data:
+        return _frame(b"", _ws.OPCODE_CLOSE_CONN)
+    code = int.from_bytes(data[:2], "big")
+    if len(data) == 1 or code not in _SENDABLE_CLOSE_CODES:
+        return _close_frame(CLOSE_PROTOCOL_ERROR)
+    return _close_frame(code)
 
 
 _HELLO = _message_frame(protocol.hello())
@@ -152,6 +184,8 @@ def _parse_head(head):
         if not colon or not name.strip():
             raise _HttpError(400, "malformed header line")
         headers[name.strip().lower()] = value.strip()
+    if parts[2] != "HTTP/1.0" and "host" not in headers:
+        raise _HttpError(400, "missing Host header")   # required since HTTP/1.1 (RFC 9112 3.2)
     return parts[0], parts[1].split("?", 1)[0], headers
 
 
@@ -203,7 +237,8 @@ class _Outbox:
     """The frames waiting for one connection's sender, in order.
 
     Log blobs are dropped when the queued log bytes would pass LOG_BACKLOG_BYTES; every
-    other frame is queued, and `put` returns False once more than MAX_BACKLOG of them wait.
+    other frame is queued, and `put` returns False once more than MAX_BACKLOG of them, or
+    more than MAX_BACKLOG_BYTES of them (a lone frame aside, however large), wait.
     Nothing reaches the sender before `release`, which puts hello and snapshot first.
     """
 
@@ -212,6 +247,7 @@ class _Outbox:
         self._frames = []
         self._log_bytes = 0
         self._backlog = 0
+        self._backlog_bytes = 0
         self._released = False
         self._closed = False
         self._final = None
@@ -222,8 +258,10 @@ class _Outbox:
                 return True
             self._frames.append(frame)
             self._backlog += 1
+            self._backlog_bytes += len(frame)
             self._ready.notify()
-            return self._backlog <= MAX_BACKLOG
+            return self._backlog <= MAX_BACKLOG and (
+                self._backlog == 1 or self._backlog_bytes <= MAX_BACKLOG_BYTES)
 
     def offer(self, blob):
         """Queue a blob of log frames, or drop it when the log backlog is full."""
@@ -240,6 +278,13 @@ class _Outbox:
             self._released = True
             self._ready.notify()
 
+    def drop(self):
+        """No more frames, and those queued are thrown away: the connection is being cut."""
+        with self._ready:
+            self._closed = True
+            self._frames = []
+            self._ready.notify()
+
     def close(self, final=None):
         """No more frames; the sender writes what is queued, then `final` if given."""
         with self._ready:
@@ -254,7 +299,7 @@ class _Outbox:
                 self._ready.wait()
             frames = self._frames if self._released else []
             self._frames = []
-            self._log_bytes = self._backlog = 0
+            self._log_bytes = self._backlog = self._backlog_bytes = 0
             if self._closed and self._final is not None:
                 frames.append(self._final)
             return frames, self._closed
@@ -320,7 +365,7 @@ class _Connection:
             while True:
                 frames, last = self.outbox.take()
                 if frames:
-                    self.sock.sendall(b"".join(frames))
+                    _send_frames(self.sock, frames)
                 if last:
                     return
         except OSError:
@@ -332,8 +377,10 @@ class _Connection:
     def _put(self, frame):
         if not self.outbox.put(frame) and not self._aborted:
             self._aborted = True
-            logger.warning("session: closing a connection with more than %d messages "
-                           "waiting (its client stopped reading)", MAX_BACKLOG)
+            logger.warning("session: closing a connection with more than %d messages or "
+                           "%d MiB waiting (its client stopped reading)", MAX_BACKLOG,
+                           MAX_BACKLOG_BYTES >> 20)
+            self.outbox.drop()
             self.abort()
 
     def _on_status(self, event):
@@ -343,15 +390,15 @@ class _Connection:
     # -- reading
 
     def _read_loop(self):
-        """Read messages until the connection ends; return the close frame to send last."""
+        """Read messages until the connection ends; return the close frame to send last.
+        Once the connection is cut, the commands already received are left unanswered."""
         try:
-            while True:
+            while not self._aborted:
                 opcode, data = self._next_message()
                 if opcode == _ws.OPCODE_CLOSE_CONN:
-                    if len(data) == 1:
-                        return _close_frame(CLOSE_PROTOCOL_ERROR)
-                    return _frame(data[:2], _ws.OPCODE_CLOSE_CONN)
+                    return _close_reply(data)
                 self._on_message(opcode, data)
+            return None
         except _Violation as violation:
             return _close_frame(violation.code)
         except (EOFError, OSError):
@@ -522,7 +569,25 @@ class _TcpServer(_ws.WebsocketServer):
     def __init__(self, session, host, port):
         self.session = session
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._out_of_descriptors = False
         TCPServer.__init__(self, (host, port), _Handler)
+
+    def get_request(self):
+        """Accept a connection. Out of file descriptors, the listening socket stays readable
+        and every accept fails at once: warn once and pause, rather than spin on a core
+        until connections close; the clients waiting meanwhile are accepted then."""
+        try:
+            accepted = TCPServer.get_request(self)
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                if not self._out_of_descriptors:
+                    logger.warning("session: out of file descriptors (%s): new connections "
+                                   "wait until some close", exc.strerror)
+                self._out_of_descriptors = True
+                time.sleep(ACCEPT_POLL)
+            raise
+        self._out_of_descriptors = False
+        return accepted
 
     def handle_error(self, request, client_address):
         logger.exception("session: unexpected error on a connection from %s", client_address)

@@ -150,3 +150,109 @@ def stack(tmp_path):
     yield make
     for s in made:
         s.close()
+
+
+# ---- a server with its session API, for the hostile-input, storm and fault tests ----------
+
+SESSION_TOKEN = "test-session-token"
+
+
+def process_usage(pid):
+    """(threads, open file descriptors) of a live process, read from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        threads = next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+    return threads, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class SessionStack:
+    """`flowlayer.py` over `services` with the session API on a free 127.0.0.1 port,
+    returned once the boot summary is out."""
+
+    def __init__(self, directory, services, env=None, **top):
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self.path = write_config(directory, {"services": services, **top})
+        self.server = ServerProcess("-c", self.path, "-s", f"127.0.0.1:{self.port}",
+                                    "-token", SESSION_TOKEN, env=env)
+        self.server.wait_line("boot: startup ")
+
+    @property
+    def pid(self):
+        return self.server.proc.pid
+
+    def usage(self):
+        return process_usage(self.pid)
+
+    def assert_alive(self):
+        """The server runs and has printed no traceback (an uncaught error on a thread)."""
+        assert self.server.proc.poll() is None, f"server exited: {self.server.lines[-10:]}"
+        assert not any("Traceback" in line for line in self.server.lines), \
+            "\n".join(self.server.lines[-40:])
+
+    def stop(self):
+        """SIGTERM; assert a clean exit without a traceback."""
+        code = self.server.stop()
+        assert code == 0, self.server.lines[-20:]
+        assert not any("Traceback" in line for line in self.server.lines)
+
+
+@pytest.fixture
+def session_stack(tmp_path):
+    """Start SessionStacks with `session_stack(services, **top)`; whatever happens in the
+    test, each one still running afterwards gets SIGTERM."""
+    made = []
+
+    def make(services, **top):
+        made.append(SessionStack(tmp_path, services, **top))
+        return made[-1]
+
+    yield make
+    for stack in made:
+        if stack.server.proc.poll() is None:
+            stack.server.stop()
+
+
+class Prober:
+    """A well-behaved client asking get_snapshot over and over on its own thread: proof that
+    the server keeps serving others while a test abuses it."""
+
+    def __init__(self, url, token=SESSION_TOKEN):
+        import threading
+        import websocket
+        self._ws = websocket.create_connection(
+            url, header=[f"Authorization: Bearer {token}"], timeout=30,
+            skip_utf8_validation=True, suppress_origin=True)
+        self.answered = 0
+        self.failure = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prober", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            while not self._stop.is_set():
+                id = f"probe-{self.answered}"
+                self._ws.send(json.dumps({"type": "command", "id": id, "name": "get_snapshot"}))
+                answers = []
+                while len(answers) < 2:
+                    message = json.loads(self._ws.recv())
+                    if message.get("id") == id:
+                        answers.append((message["type"], message["payload"]))
+                assert answers[0] == ("ack", {"accepted": True}), answers
+                assert answers[1][0] == "result" and answers[1][1]["ok"], answers
+                self.answered += 1
+                self._stop.wait(0.02)   # pace, so the prober does not hog a core
+        except Exception as exc:   # reported by assert_serving
+            self.failure = exc
+
+    def assert_serving(self, timeout=30):
+        """Two more round trips complete, and none has failed so far."""
+        start = self.answered
+        wait_until(lambda: self.failure is not None or self.answered >= start + 2, timeout,
+                   message="the prober's get_snapshot answers")
+        assert self.failure is None, f"a well-behaved client was not served: {self.failure!r}"
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(30)
+        self._ws.close()

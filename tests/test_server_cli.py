@@ -199,3 +199,16 @@ def test_generated_token_is_printed(tmp_path, server):
     assert token.startswith("fl_") and len(token) == 3 + 36
     s.wait_line("boot: session api: ws://127.0.0.1:")
     assert s.stop() == 0
+
+
+def test_descriptor_limit_is_raised_to_the_hard_limit(tmp_path, server):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))   # inherited
+    try:
+        s = server("-c", simple_config(tmp_path))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    s.wait_line("startup ok")
+    assert resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE) == (hard, hard)
+    assert s.stop() == 0
