@@ -187,8 +187,10 @@ class FakeV1Server:
             self.snapshot_gate.wait(30)
         with self._lock:
             services = [{"name": n, "status": s} for n, s in sorted(self.services.items())]
+            # Subscribed before the snapshot goes out, as a real server does: a test that
+            # broadcasts once the client is connected must reach it.
+            self.connections.append(conn)
         conn.send({"type": "event", "name": "snapshot", "payload": {"services": services}})
-        self.connections.append(conn)
         try:
             for text in _read_frames(sock):
                 message = json.loads(text)
