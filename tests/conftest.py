@@ -256,3 +256,23 @@ class Prober:
         self._stop.set()
         self._thread.join(30)
         self._ws.close()
+
+
+def watched_session(directory, services):
+    """Body of a module fixture `env`: one server for the module, and a prober that uses
+    it all along."""
+    from types import SimpleNamespace
+    stack = SessionStack(directory, services)
+    ns = SimpleNamespace(stack=stack, prober=Prober(stack.url))
+    yield ns
+    ns.prober.close()
+    stack.stop()
+
+
+@pytest.fixture
+def healthy(env):
+    """After each test: the server of the module's `env` is up, printed no traceback, and
+    served the prober."""
+    yield env
+    env.stack.assert_alive()
+    env.prober.assert_serving()

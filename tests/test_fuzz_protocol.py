@@ -13,13 +13,12 @@ import os
 import socket
 import struct
 import threading
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SESSION_TOKEN, Prober, SessionStack, py_cmd, wait_until
+from conftest import SESSION_TOKEN, Prober, py_cmd, wait_until, watched_session
 from lib import session as session_module
 from test_session import RawClient
 
@@ -43,20 +42,7 @@ SERVICE_COMMANDS = ("start_service", "stop_service", "restart_service")
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """One server for the module, and a prober that uses it all along."""
-    stack = SessionStack(tmp_path_factory.mktemp("fuzz"), SERVICES)
-    ns = SimpleNamespace(stack=stack, prober=Prober(stack.url))
-    yield ns
-    ns.prober.close()
-    stack.stop()
-
-
-@pytest.fixture
-def healthy(env):
-    """After each test: the server is up, printed no traceback, and served the prober."""
-    yield env
-    env.stack.assert_alive()
-    env.prober.assert_serving()
+    yield from watched_session(tmp_path_factory.mktemp("fuzz"), SERVICES)
 
 
 # ---- frames --------------------------------------------------------------------------------

@@ -15,13 +15,12 @@ import select
 import socket
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SESSION_TOKEN, Prober, SessionStack, wait_until
+from conftest import SESSION_TOKEN, wait_until, watched_session
 
 STRESS = bool(os.environ.get("FLOWLAYER_STRESS"))
 FUZZ = settings(max_examples=500 if STRESS else 50, deadline=None,
@@ -36,20 +35,7 @@ AUTH = f"Authorization: Bearer {SESSION_TOKEN}\r\n"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """One server for the module, and a prober that uses it all along."""
-    stack = SessionStack(tmp_path_factory.mktemp("http"), {"api": {"cmd": ["sleep", "600"]}})
-    ns = SimpleNamespace(stack=stack, prober=Prober(stack.url))
-    yield ns
-    ns.prober.close()
-    stack.stop()
-
-
-@pytest.fixture
-def healthy(env):
-    """After each test: the server is up, printed no traceback, and served the prober."""
-    yield env
-    env.stack.assert_alive()
-    env.prober.assert_serving()
+    yield from watched_session(tmp_path_factory.mktemp("http"), {"api": {"cmd": ["sleep", "600"]}})
 
 
 # ---- helpers -------------------------------------------------------------------------------
