@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench tui clean
+.PHONY: run test bench soak tui clean
 
 $(BIN)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,10 @@ test: $(BIN)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(BIN)/.dev
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in config capture logstore session tui; do $(BIN)/python bench/$$b.py || exit 1; done
+
+soak: $(BIN)/.dev
+	$(BIN)/python bench/soak.py --minutes 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache
