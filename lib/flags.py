@@ -1,12 +1,19 @@
-"""Go-style command-line flags, shared by the server and the client.
+"""Go-style command-line flags and usage errors, shared by the server and the client.
 
 `-name value`, `--name value`, `-name=value` and `--name=value` all work, as with Go's
 flag package, so the programs accept what users of the original tools type.
 """
+import sys
 
 
 class UsageError(Exception):
     """A command line that cannot be understood; the CLI prints it with the help."""
+
+
+def report(error, help_text=""):
+    """`Error: <error>` on stderr, then the help (for a usage error); exit code 2."""
+    sys.stderr.write(f"Error: {error}\n" + (f"\n{help_text}" if help_text else ""))
+    return 2
 
 
 def parse(argv, valued, switches, aliases=None):

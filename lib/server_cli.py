@@ -12,7 +12,7 @@ import uuid
 from . import __version__
 from .config import ConfigError, load, parse_bind
 from .echo import Echo
-from .flags import UsageError, parse
+from .flags import UsageError, parse, report
 from .guardian import Guardian
 from .logstore import LogStore
 from .runtime import SERVER, Runtime
@@ -57,11 +57,9 @@ def main(argv=None):
     try:
         return run(argv)
     except UsageError as exc:
-        sys.stderr.write(f"Error: {exc}\n\n{HELP}")
-        return 2
+        return report(exc, HELP)
     except ConfigError as exc:
-        sys.stderr.write(f"Error: {exc}\n")
-        return 2
+        return report(exc)
     except RuntimeFailure as exc:
         sys.stderr.write(f"Error: {exc}\n")
         return 1

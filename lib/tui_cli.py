@@ -8,7 +8,7 @@ import sys
 from . import __version__
 from .client import Client
 from .config import ConfigError, parse_bind, read_jsonc
-from .flags import UsageError, parse
+from .flags import UsageError, parse, report
 from .tui_app import App
 
 DEFAULT_ADDR = "127.0.0.1:6999"
@@ -55,11 +55,9 @@ def main(argv=None):
             return 0
         url, token = resolve(flags)
     except UsageError as exc:
-        sys.stderr.write(f"Error: {exc}\n\n{HELP}")
-        return 2
+        return report(exc, HELP)
     except ConfigError as exc:
-        sys.stderr.write(f"Error: {exc}\n")
-        return 2
+        return report(exc)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         sys.stderr.write("Error: flowlayer-client-tui needs a terminal "
                          "(stdin and stdout are not one)\n")
