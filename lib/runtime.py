@@ -194,11 +194,10 @@ class Runtime:
                     raise Rejected("service_busy", f'service "{service}" is busy')
                 if command == "stop_service":
                     svc.stop_claimed = True
-                    return lambda: self._released(svc, self._stop_service, svc)
+                    return lambda: self._stop_service(svc)
                 svc.claims += 1
-                op = _Operation()
-                action = self._restart_service if command == "restart_service" else self._start_service
-                return lambda: self._released(svc, action, svc, op)
+                return functools.partial(self._start_service, svc, _Operation(),
+                                         restart=command == "restart_service")
             if command == "start_all":
                 if self._all_op is not None or self._stop_all_running or self._shutting_down:
                     raise Rejected("service_busy", "another start_all or stop_all is running")
@@ -271,27 +270,24 @@ class Runtime:
 
     # ---- command bodies ----------------------------------------------------------
 
-    def _released(self, svc, action, *args):
+    def _start_service(self, svc, op, restart):
+        """start_service or restart_service of a claimed service; releases the claim."""
         try:
-            return action(*args)
+            if restart:
+                self._stop_one(svc)
+            return self._outcome(self._start_waves(self._closure(svc.cfg.name), op, rerun=svc))
         finally:
             with self._lock:
-                if action == self._stop_service:
-                    svc.stop_claimed = False
-                else:
-                    svc.claims -= 1
-
-    def _start_service(self, svc, op):
-        tally = self._start_waves(self._closure(svc.cfg.name), op, rerun=svc)
-        return self._outcome(tally)
+                svc.claims -= 1
 
     def _stop_service(self, svc):
-        self._stop_one(svc)
-        return OK
-
-    def _restart_service(self, svc, op):
-        self._stop_one(svc)
-        return self._start_service(svc, op)
+        """stop_service of a claimed service; releases the claim."""
+        try:
+            self._stop_one(svc)
+            return OK
+        finally:
+            with self._lock:
+                svc.stop_claimed = False
 
     def _run_all(self, op, with_tally=False):
         try:
