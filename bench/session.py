@@ -110,21 +110,31 @@ def py(code, *args):
 
 # ---- clients ---------------------------------------------------------------------------------
 
+def upgrade(port, token):
+    """A plain socket past the WebSocket upgrade of /ws, and the bytes that followed it.
+
+    Benchmark readers take frames in bulk from the socket, which websocket-client cannot.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection during the upgrade")
+        head += chunk
+    return sock, head.split(b"\r\n\r\n", 1)[1]
+
+
 class RawSession:
     """A WebSocket session on a plain socket: masked sends, bulk receives."""
 
     def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
-                           ).encode())
-        self.buffer = b""
-        while b"\r\n\r\n" not in self.buffer:
-            self.buffer += self.sock.recv(65536)
-        self.buffer = self.buffer.split(b"\r\n\r\n", 1)[1]
+        self.sock, self.buffer = upgrade(port, TOKEN)
         self.ids = 0
 
     def send_command(self, name, payload=None):

@@ -13,7 +13,6 @@ each run of each counting service must appear in full (what it printed, in order
 process of any service may be left. Not a test: it prints, it does not assert.
 """
 import argparse
-import base64
 import json
 import os
 import random
@@ -27,6 +26,8 @@ import tempfile
 import threading
 import time
 import uuid
+
+from session import upgrade   # bench/session.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "soak-token"
@@ -150,20 +151,7 @@ class Session:
     LOG = re.compile(rb'"name":"log","payload":\{"seq":(\d+)')
 
     def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /ws HTTP/1.1\r\nHost: soak\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
-                           ).encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("no handshake")
-            head += chunk
-        self.tail = head.split(b"\r\n\r\n", 1)[1]
+        self.sock, self.tail = upgrade(port, TOKEN)
         self.answers = {}        # command id -> [accepted, ok]
         self.changed = threading.Condition()
         self.reading = False     # a reader thread pumps; command() only waits

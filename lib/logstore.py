@@ -129,6 +129,10 @@ class LogStore:
         for message in broken:  # outside the lock: the handler may append itself
             self._warn(message)
 
+    def append_server(self, message):
+        """One server-level line (boot, summary, shutdown, warnings): service `flowlayer`."""
+        self.append(SERVER, "system", [message], "running")
+
     def subscribe(self, callback):
         """Call `callback(entries)` for every appended chunk, under the store lock (so in seq
         order); it must only enqueue. Returns a token for `unsubscribe`."""

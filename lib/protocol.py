@@ -9,12 +9,14 @@ import json
 from collections import namedtuple
 from json.encoder import encode_basestring_ascii as quote
 
+from .logstore import SERVER
+
 PROTOCOL_VERSION = 1
 SERVER_NAME = "flowlayer"
 COMMANDS = ("get_snapshot", "get_logs", "start_service", "stop_service", "restart_service",
             "start_all", "stop_all")
 SERVICE_COMMANDS = ("start_service", "stop_service", "restart_service")
-SERVER_LOG_SCOPE = "flowlayer"   # get_logs scope of the server's own lines
+SERVER_LOG_SCOPE = SERVER   # get_logs scope of the server's own lines
 
 # Envelope errors of SPEC 5.2, answered with an `error` message.
 INVALID_JSON = "invalid_json"

@@ -19,7 +19,6 @@ from .process import Process, SpawnError
 STOP_CMD_TIMEOUT = 10.0
 STOP_GRACE = 5.0
 PORT_RELEASE_TIMEOUT = 2.0
-SERVER = "flowlayer"
 
 StatusEvent = namedtuple("StatusEvent", "service status timestamp")
 Outcome = namedtuple("Outcome", "ok failed_services message")
@@ -241,7 +240,7 @@ class Runtime:
         else:
             word = "startup ok"
         elapsed = time.monotonic() - started
-        self.log_server(
+        self.store.append_server(
             f"boot: {word}: {counts['running']} running, {counts['done']} done, "
             f"{counts['failed_start']} failed_start, {counts['blocked']} blocked ({elapsed:.2f}s)")
         return outcome
@@ -264,9 +263,6 @@ class Runtime:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-
-    def log_server(self, message):
-        self.store.append(SERVER, "system", [message], "running")
 
     # ---- command bodies ----------------------------------------------------------
 

@@ -15,7 +15,7 @@ from .echo import Echo
 from .flags import UsageError, parse, report
 from .guardian import Guardian
 from .logstore import LogStore
-from .runtime import SERVER, Runtime
+from .runtime import Runtime
 
 DISCOVERY = ("flowlayer.jsonc", "flowlayer.json", "flowlayer.config.jsonc", "flowlayer.config.json")
 
@@ -126,14 +126,14 @@ def serve(config, bind, token, color):
     try:
         # A warning (the logs dir failed) is a server line, so clients see it too.
         store = LogStore(config.buffer_size, config.logs_dir,
-                         on_warning=lambda m: store.append(SERVER, "system", [f"warning: {m}"], "running"))
+                         on_warning=lambda m: store.append_server(f"warning: {m}"))
     except OSError as exc:
         echo.close()
         raise RuntimeFailure(f"cannot create logs dir {config.logs_dir}: {exc.strerror or exc}") from None
     store.subscribe(echo.offer)
     guardian = Guardian()
     runtime = Runtime(config, store, guardian)
-    say = runtime.log_server
+    say = store.append_server
     say(f"boot: config {config.path}")
     say(f"boot: services: {len(config.services)}")
     say("boot: plan: " + "  ".join(f"[{i}] {', '.join(wave)}" for i, wave in enumerate(config.waves)))
@@ -222,10 +222,10 @@ def wait_for_signal(runtime, signals):
     finished = threading.Event()
 
     def shut_down():
-        runtime.log_server(f"shutdown: {signal.Signals(signals.received[0]).name} received, stopping services")
+        runtime.store.append_server(f"shutdown: {signal.Signals(signals.received[0]).name} received, stopping services")
         runtime.shutdown()
         boot.join()
-        runtime.log_server(f"shutdown: complete ({time.monotonic() - started:.2f}s)")
+        runtime.store.append_server(f"shutdown: complete ({time.monotonic() - started:.2f}s)")
         finished.set()
         signals.wake()
 

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 from .client import (ALL, CONNECTED, CONNECTING, FORBIDDEN, INCOMPATIBLE, RECONNECTING,
                      UNAUTHORIZED, UNREACHABLE)
+from .protocol import SERVER_LOG_SCOPE
 
 PROGRAM = "flowlayer-client-tui"
 FRAME = 1 / 30
@@ -683,7 +684,7 @@ class App:
         self._log_height = max(1, height)
         service_width = 0
         if self.selected is ALL:
-            names = list(services) + ["flowlayer"]
+            names = list(services) + [SERVER_LOG_SCOPE]
             service_width = min(16, max(map(len, names)))
         self.logs.set_layout(width, service_width)
         rows, self._last_visible = self.logs.visible(height, self.styles)
