@@ -7,7 +7,7 @@ capture, so entries past a bounded backlog are counted instead of queued, and on
 import threading
 from collections import deque
 
-from .logstore import SERVER
+from .entry import SERVER
 
 BACKLOG_LIMIT = 20000
 PALETTE = (36, 33, 35, 32, 34, 96, 93, 95, 92, 94)

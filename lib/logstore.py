@@ -20,9 +20,9 @@ from collections import deque
 from itertools import islice, repeat
 from json.encoder import encode_basestring_ascii as _json_string
 from operator import itemgetter
-from typing import NamedTuple
 
-SERVER = "flowlayer"  # service name of server-level lines (stream "system")
+from .entry import FILE, SERVER, LogEntry, entries_json, format_timestamp
+
 ALL_FILE = "all.jsonl"
 FLUSH_INTERVAL = 0.2  # seconds an entry may wait in the writer before it reaches the file
 _MAX_PENDING = 1 << 20  # characters the writer buffers before writing early
@@ -31,39 +31,7 @@ _SYNC_TIMEOUT = 10.0  # seconds a disk query waits for the writer to catch up
 _SEQ = itemgetter(0)
 
 
-class LogEntry(NamedTuple):
-    """One captured line (SPEC 4.1)."""
-    seq: int
-    service: str
-    phase: str
-    stream: str
-    message: str
-    timestamp: str
-
-    def as_dict(self):
-        """The wire and file form, keys in field order."""
-        return dict(zip(self._fields, self))
-
-
 _new_entry = tuple.__new__  # builds a LogEntry from a tuple without a Python-level call
-_stamp_cache = (None, "", "")  # (epoch second, local date-time text, UTC offset text)
-
-
-def format_timestamp(epoch_seconds):
-    """RFC 3339 local time with milliseconds and the UTC offset, e.g.
-    `2026-11-25T10:30:00.123+01:00`. The text of the whole second is cached, and redone on
-    each new second, so a change of offset (DST) shows from the second it happens."""
-    global _stamp_cache
-    second, millis = divmod(int(epoch_seconds * 1000), 1000)
-    cached_second, head, offset = _stamp_cache
-    if second != cached_second:
-        local = time.localtime(second)
-        head = time.strftime("%Y-%m-%dT%H:%M:%S", local)
-        minutes = abs(local.tm_gmtoff) // 60
-        sign = "-" if local.tm_gmtoff < 0 else "+"
-        offset = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
-        _stamp_cache = (second, head, offset)
-    return f"{head}.{millis:03d}{offset}"
 
 
 def _file_name(service):
@@ -217,14 +185,8 @@ def _newest(rings, low, high, count):
 # --- JSONL files -------------------------------------------------------------------------
 
 def _format_lines(entries):
-    """JSON lines for a batch from one `append` call, the same text as
-    `json.dumps(entry.as_dict())` per entry. Only seq and message differ inside a batch, so
-    the rest is encoded once."""
-    head = entries[0]
-    middle = (f', "service": {_json_string(head.service)}, "phase": {_json_string(head.phase)}'
-              f', "stream": {_json_string(head.stream)}, "message": ')
-    tail = f', "timestamp": {_json_string(head.timestamp)}}}\n'
-    return "".join([f'{{"seq": {e[0]}{middle}{_json_string(e[4])}{tail}' for e in entries])
+    """The JSONL text of a batch: one `json.dumps(entry.as_dict())` line per entry."""
+    return "\n".join(entries_json(entries, FILE)) + "\n"
 
 
 def _parse_line(line):

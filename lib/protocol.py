@@ -9,7 +9,7 @@ import json
 from collections import namedtuple
 from json.encoder import encode_basestring_ascii as quote
 
-from .logstore import SERVER
+from .entry import SERVER, entries_json
 
 PROTOCOL_VERSION = 1
 SERVER_NAME = "flowlayer"
@@ -116,25 +116,6 @@ def result_error(id, code, message, failed_services=None):
     if failed_services is not None:
         payload["failed_services"] = list(failed_services)
     return envelope("result", id, payload=payload)
-
-
-def entries_json(entries):
-    """JSON texts of log entries, built by hand: the broadcast formats every captured line.
-
-    The entries of one captured chunk share service, phase, stream and timestamp, so those
-    are encoded once per call rather than once per entry.
-    """
-    shared = {}
-    texts = []
-    for seq, service, phase, stream, message, timestamp in entries:
-        key = (service, phase, stream, timestamp)
-        around = shared.get(key)
-        if around is None:
-            around = shared[key] = (
-                f',"service":{quote(service)},"phase":{quote(phase)},"stream":{quote(stream)}'
-                f',"message":', f',"timestamp":{quote(timestamp)}}}')
-        texts.append(f'{{"seq":{seq:d}{around[0]}{quote(message)}{around[1]}')
-    return texts
 
 
 def log_events_json(entries):

@@ -22,6 +22,8 @@ from http import HTTPStatus
 from socketserver import BaseRequestHandler, TCPServer
 
 from . import protocol
+from .framing import (CLOSE_GOING_AWAY, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FrameDecoder,
+                      close_frame, close_reply, encode_frame)
 from .protocol import ProtocolError
 from .runtime import Rejected
 
@@ -52,41 +54,20 @@ MAX_HEAD = 32 << 10            # bytes of a request's line and headers
 CLOSE_TIMEOUT = 2.0            # seconds a closing connection may take to flush and hang up
 ACCEPT_POLL = 0.2              # seconds between the accept loop's shutdown checks
 _IOV_MAX = 1024                # buffers per sendmsg() call (the Linux limit)
+_READ_SIZE = 1 << 16           # bytes asked of a connection's socket per read
 
-CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_TOO_BIG = 1009
-# Close codes a peer may send (RFC 6455 7.4): the defined ones except 1004-1006 and 1015,
-# and the ranges of libraries and applications.
-_SENDABLE_CLOSE_CODES = frozenset([*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)])
-_RSV = 0x70
 
 
 # ---- frames --------------------------------------------------------------------------------
 
-def _frame(payload, opcode=_ws.OPCODE_TEXT):
-    """One unmasked, final frame (the server never fragments)."""
-    size = len(payload)
-    if size < _ws.PAYLOAD_LEN_EXT16:
-        head = bytes((_ws.FIN | opcode, size))
-    elif size < 1 << 16:
-        head = bytes((_ws.FIN | opcode, _ws.PAYLOAD_LEN_EXT16)) + size.to_bytes(2, "big")
-    else:
-        head = bytes((_ws.FIN | opcode, _ws.PAYLOAD_LEN_EXT64)) + size.to_bytes(8, "big")
-    return head + payload
-
-
 def _message_frame(message):
-    return _frame(protocol.encode(message).encode("ascii"))
-
-
-def _close_frame(code):
-    return _frame(code.to_bytes(2, "big"), _ws.OPCODE_CLOSE_CONN)
+    return encode_frame(protocol.encode(message).encode("ascii"))
 
 
 def _log_frames(entries):
     """The `log` event frames of `entries`, back to back in one bytes object."""
-    return b"".join([_frame(text.encode("ascii")) for text in protocol.log_events_json(entries)])
+    return b"".join([encode_frame(text.encode("ascii"))
+                     for text in protocol.log_events_json(entries)])
 
 
 def _send_frames(sock, frames):
@@ -104,37 +85,8 @@ def _send_frames(sock, frames):
             views[first] = views[first][sent:]
 
 
-def _unmask(data, mask):
-    """XOR with the 4-byte mask, as one big-integer operation rather than per byte."""
-    size = len(data)
-    key = (mask * (size // 4 + 1))[:size]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(
-        size, "little")
-
-
-def _close_reply(data):
-    """The answer to a client's close frame: its code echoed, an empty close for an empty
-    one, 1002 for half a code or a code no endpoint may send (RFC 6455 7.4)."""
-    if not data:
-        return _frame(b"", _ws.OPCODE_CLOSE_CONN)
-    code = int.from_bytes(data[:2], "big")
-    if len(data) == 1 or code not in _SENDABLE_CLOSE_CODES:
-        return _close_frame(CLOSE_PROTOCOL_ERROR)
-    return _close_frame(code)
-
-
 _HELLO = _message_frame(protocol.hello())
 
-
-class _Violation(Exception):
-    """The client broke the WebSocket protocol: close with `code`."""
-
-    def __init__(self, code):
-        super().__init__(code)
-        self.code = code
-
-
-# ---- HTTP ----------------------------------------------------------------------------------
 
 class _HttpError(Exception):
     """A plain HTTP answer instead of a session: status and a small JSON error body."""
@@ -313,8 +265,8 @@ class _Connection:
         self.server = server
         self.sock = sock
         self.outbox = _Outbox()
-        self._buffer = bytearray(received)
-        self._offset = 0               # start of the unread bytes in _buffer
+        self._received = received      # bytes that came with the handshake
+        self._decoder = FrameDecoder(expect_masked=True, max_message=MAX_MESSAGE)
         self._going_away = False
         self._aborted = False
         self._sender = threading.Thread(target=self._send_loop, name="session-sender",
@@ -392,80 +344,34 @@ class _Connection:
     def _read_loop(self):
         """Read messages until the connection ends; return the close frame to send last.
         Once the connection is cut, the commands already received are left unanswered."""
+        decoder = self._decoder
+        messages = decoder.feed(self._received)
         try:
-            while not self._aborted:
-                opcode, data = self._next_message()
-                if opcode == _ws.OPCODE_CLOSE_CONN:
-                    return _close_reply(data)
-                self._on_message(opcode, data)
-            return None
-        except _Violation as violation:
-            return _close_frame(violation.code)
-        except (EOFError, OSError):
-            return _close_frame(CLOSE_GOING_AWAY) if self._going_away else None
-
-    def _next_message(self):
-        """(opcode, payload) of the next data message or close frame; answers pings and
-        reassembles fragmented messages on the way."""
-        fragments, opcode, received = [], None, 0
-        while True:
-            fin, frame_opcode, data = self._next_frame(received)
-            if frame_opcode == _ws.OPCODE_PING:
-                self._put(_frame(data, _ws.OPCODE_PONG))
-                continue
-            if frame_opcode == _ws.OPCODE_PONG:
-                continue
-            if frame_opcode == _ws.OPCODE_CLOSE_CONN:
-                return frame_opcode, data
-            if (frame_opcode == _ws.OPCODE_CONTINUATION) != (opcode is not None):
-                raise _Violation(CLOSE_PROTOCOL_ERROR)  # stray continuation, or interleaving
-            opcode = opcode or frame_opcode
-            fragments.append(data)
-            received += len(data)
-            if fin:
-                return opcode, b"".join(fragments)
-
-    def _next_frame(self, received):
-        """(fin, opcode, unmasked payload) of the next frame; `received` bytes of the
-        current message came before it."""
-        first, second = self._read(2)
-        if first & _RSV or not second & _ws.MASKED:
-            raise _Violation(CLOSE_PROTOCOL_ERROR)
-        fin, opcode = first & _ws.FIN, first & _ws.OPCODE
-        size = second & _ws.PAYLOAD_LEN
-        if size == _ws.PAYLOAD_LEN_EXT16:
-            size = int.from_bytes(self._read(2), "big")
-        elif size == _ws.PAYLOAD_LEN_EXT64:
-            size = int.from_bytes(self._read(8), "big")
-        if opcode >= _ws.OPCODE_CLOSE_CONN:
-            if opcode > _ws.OPCODE_PONG or not fin or size > 125:
-                raise _Violation(CLOSE_PROTOCOL_ERROR)
-        elif opcode > _ws.OPCODE_BINARY:
-            raise _Violation(CLOSE_PROTOCOL_ERROR)
-        elif received + size > MAX_MESSAGE:
-            raise _Violation(CLOSE_TOO_BIG)
-        mask = self._read(4)
-        return fin, opcode, _unmask(self._read(size), mask) if size else b""
-
-    def _read(self, size):
-        """Exactly `size` bytes from the socket, through the connection's buffer."""
-        buffer = self._buffer
-        while len(buffer) - self._offset < size:
-            del buffer[:self._offset]
-            self._offset = 0
-            chunk = self.sock.recv(max(65536, size - len(buffer)))
-            if not chunk:
-                raise EOFError
-            buffer += chunk
-        start = self._offset
-        self._offset += size
-        return bytes(buffer[start:self._offset])
+            while True:
+                for opcode, data in messages:
+                    if self._aborted:
+                        return None
+                    if opcode == OP_CLOSE:
+                        return close_reply(data)
+                    if opcode == OP_PING:
+                        self._put(encode_frame(data, OP_PONG))
+                    elif opcode != OP_PONG:
+                        self._on_message(opcode, data)
+                if decoder.violation is not None:
+                    return close_frame(decoder.violation)
+                chunk = self.sock.recv(_READ_SIZE)
+                if not chunk:
+                    break
+                messages = decoder.feed(chunk)
+        except OSError:
+            pass
+        return close_frame(CLOSE_GOING_AWAY) if self._going_away else None
 
     # -- commands
 
     def _on_message(self, opcode, data):
         try:
-            command = protocol.parse_message(data, binary=opcode == _ws.OPCODE_BINARY)
+            command = protocol.parse_message(data, binary=opcode == OP_BINARY)
         except ProtocolError as exc:
             self._send(protocol.error(exc.code, exc.message, exc.id))
             return
@@ -508,7 +414,7 @@ class _Connection:
         entries, truncated = self.server.store.query(
             service=service, limit=limit, after_seq=after_seq, before_seq=before_seq)
         text = protocol.logs_result_json(id, entries, truncated, limit)
-        return _frame(text.encode("ascii"))
+        return encode_frame(text.encode("ascii"))
 
     @staticmethod
     def _outcome_frame(id, outcome):

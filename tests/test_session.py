@@ -18,6 +18,7 @@ import pytest
 import websocket
 
 from conftest import wait_until, write_config
+from lib import framing
 from lib import session as session_module
 from lib.config import load
 from lib.logstore import LogStore, format_timestamp
@@ -200,7 +201,7 @@ class RawClient:
         if masked:
             mask = os.urandom(4)
             payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if size < 4096 \
-                else session_module._unmask(payload, mask)
+                else framing.unmask(payload, mask)
             head += mask
         self.sock.sendall(head + payload)
 

@@ -1,0 +1,83 @@
+"""The log entry of SPEC 4.1: its type, the server's own service name, its timestamp and its
+two JSON forms (compact on the wire, `json.dumps` spacing in the JSONL files).
+
+A leaf: imports nothing from lib, so the server's store and the client share it.
+The encoders build the JSON by hand: the entries of one captured chunk share service,
+phase, stream and timestamp, so those are encoded once per chunk rather than per line.
+JSON is written with ASCII escapes, so its length in characters is its length in bytes.
+"""
+import time
+from itertools import groupby
+from json.encoder import encode_basestring_ascii as quote
+from operator import itemgetter
+from typing import NamedTuple
+
+SERVER = "flowlayer"  # service name of server-level lines (stream "system"); reserved
+
+
+class LogEntry(NamedTuple):
+    """One captured line (SPEC 4.1)."""
+    seq: int
+    service: str
+    phase: str
+    stream: str
+    message: str
+    timestamp: str
+
+    def as_dict(self):
+        """The wire and file form, keys in field order."""
+        return dict(zip(self._fields, self))
+
+
+_stamp_cache = (None, "", "")  # (epoch second, local date-time text, UTC offset text)
+
+
+def format_timestamp(epoch_seconds):
+    """RFC 3339 local time with milliseconds and the UTC offset, e.g.
+    `2026-11-25T10:30:00.123+01:00`. The text of the whole second is cached, and redone on
+    each new second, so a change of offset (DST) shows from the second it happens."""
+    global _stamp_cache
+    second, millis = divmod(int(epoch_seconds * 1000), 1000)
+    cached_second, head, offset = _stamp_cache
+    if second != cached_second:
+        local = time.localtime(second)
+        head = time.strftime("%Y-%m-%dT%H:%M:%S", local)
+        minutes = abs(local.tm_gmtoff) // 60
+        sign = "-" if local.tm_gmtoff < 0 else "+"
+        offset = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+        _stamp_cache = (second, head, offset)
+    return f"{head}.{millis:03d}{offset}"
+
+
+# Separators of the two forms: (after a key, between members).
+WIRE = (":", ",")      # compact, as the protocol sends it
+FILE = (": ", ", ")    # json.dumps' default, as the JSONL files hold it
+_SHARED_FIELDS = itemgetter(1, 2, 3, 5)  # service, phase, stream, timestamp
+
+
+def entries_json(entries, form=WIRE):
+    """JSON object texts of `entries`, in order (equal to `json.dumps(entry.as_dict(),
+    separators=...)` for each)."""
+    colon, comma = form
+    head = f'{{"seq"{colon}'
+    texts = []
+    for (service, phase, stream, timestamp), run in groupby(entries, _SHARED_FIELDS):
+        middle = (f'{comma}"service"{colon}{quote(service)}{comma}"phase"{colon}{quote(phase)}'
+                  f'{comma}"stream"{colon}{quote(stream)}{comma}"message"{colon}')
+        tail = f'{comma}"timestamp"{colon}{quote(timestamp)}}}'
+        texts += [f"{head}{e[0]:d}{middle}{quote(e[4])}{tail}" for e in run]
+    return texts
+
+
+def entry_from_dict(data):
+    """The LogEntry of a decoded entry (a `log` payload or a get_logs item);
+    None when it is not an object with an int seq. Missing text fields read as empty."""
+    try:
+        seq = data["seq"]
+        if type(seq) is not int:
+            return None
+        return LogEntry(seq, str(data.get("service") or ""), str(data.get("phase") or ""),
+                        str(data.get("stream") or "stdout"), str(data.get("message") or ""),
+                        str(data.get("timestamp") or ""))
+    except (TypeError, KeyError, AttributeError):
+        return None
