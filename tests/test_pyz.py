@@ -94,6 +94,14 @@ class BareServer:
         return wait_until(lambda: next((line for line in self.lines if text in line), None), timeout,
                           message=f"{text!r} from the server; got {self.lines[-10:]}")
 
+    def close(self):
+        """Kill it if a test left it running; read its output to the end."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._reader.join(10)
+        self.proc.stdout.close()
+
 
 def health(port, token):
     """A raw HTTP/1.1 GET /health: (status line, body)."""
@@ -105,6 +113,15 @@ def health(port, token):
             answer += chunk
     head, _, body = answer.decode().partition("\r\n\r\n")
     return head.split("\r\n")[0], body
+
+
+def argv(pid):
+    """The command line of a process, or [] when it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
 
 
 def test_the_example_stack_runs_from_the_pyz_and_leaves_nothing(pyz, tmp_path):
@@ -119,8 +136,8 @@ def test_the_example_stack_runs_from_the_pyz_and_leaves_nothing(pyz, tmp_path):
         assert health(port, "dev-token") == ("HTTP/1.1 200 OK", '{"ok": true}')
 
         # The orphan guardian runs from a copy on disk of lib/guardian.py (see tools/pyz_main.py).
-        commands = {pid: open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0") for pid in pids_with_marker(marker)}
-        guardian = [argv[1].decode() for argv in commands.values() if b"flowlayer-guardian-" in argv[1]]
+        commands = [argv(pid) for pid in pids_with_marker(marker)]
+        guardian = [args[1] for args in commands if len(args) > 1 and "flowlayer-guardian-" in args[1]]
         assert len(guardian) == 1 and os.path.exists(guardian[0]), commands
 
         # The client from the same file (program "-I", then "-S": the bare interpreter's flags).
@@ -132,13 +149,10 @@ def test_the_example_stack_runs_from_the_pyz_and_leaves_nothing(pyz, tmp_path):
 
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(60) == 0, server.lines[-20:]
-        server._reader.join(10)
     finally:
         if client is not None:
             client.close()
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(10)
+        server.close()
     assert not any("Traceback" in line for line in server.lines), server.lines
     wait_until(lambda: pids_with_marker(marker) == [], timeout=20, message="every process of the stack gone")
     assert not os.path.exists(guardian[0])
