@@ -1,10 +1,11 @@
 # Two entry points: `make run` starts the example stack, `make test` runs the suite.
+# `make pyz` builds dist/flowlayer.pyz, the server and client in one file for vendoring.
 # Each builds the virtual environment it needs from the requirements files.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench soak tui clean
+.PHONY: run test bench soak tui pyz clean
 
 $(BIN)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,5 +31,8 @@ bench: $(BIN)/.dev
 soak: $(BIN)/.dev
 	$(BIN)/python bench/soak.py --minutes 10
 
+pyz: $(BIN)/.runtime
+	$(BIN)/python tools/build_pyz.py dist/flowlayer.pyz
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache dist
