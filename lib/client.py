@@ -41,7 +41,6 @@ class Client:
     def __init__(self, url, token=None, *, command_timeout=COMMAND_TIMEOUT,
                  logs_timeout=LOGS_TIMEOUT, backoff=backoff_delay):
         self.url = url
-        self.token = token
         self.logs_timeout = logs_timeout
         self.transport = Transport(url, token, self, command_timeout=command_timeout,
                                    backoff=backoff)

@@ -33,7 +33,7 @@ SERVICES_PANE_SHARE = 3        # ... and otherwise at most 1/3 of the screen
 SELECT_MARK = 2                # "> " before the selected service
 STATUS_COLUMN = 8              # "stopping", the longest status
 BUSY_MARK = 2                  # " *" after a busy service
-SERVICE_ROW_CHROME = 2 * BORDER + SELECT_MARK + 1 + STATUS_COLUMN + BUSY_MARK
+SERVICE_ROW_CHROME = 2 * BORDER + SELECT_MARK + 1 + STATUS_COLUMN + BUSY_MARK  # all but the name
 TIME_COLUMN = len("00:00:00.000 ")
 SERVICE_COLUMN_MAX = 16        # the service column of the all-logs view
 STREAM_MARK = 2                # "| ", "! " or "* " before the message
@@ -64,6 +64,7 @@ def services_pane_width(names, width):
 def log_prefix_width(service_width):
     """Cells before a log message: time, the service column (0 hides it), stream mark."""
     return TIME_COLUMN + (service_width + 1 if service_width else 0) + STREAM_MARK
+
 
 STATE_LABELS = {CONNECTING: "Connecting", CONNECTED: "Connected", RECONNECTING: "Reconnecting",
                 UNAUTHORIZED: "Unauthorized (401)", FORBIDDEN: "Forbidden (403)",

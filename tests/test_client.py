@@ -316,6 +316,29 @@ def test_paging_older_uses_before_seq_and_stops_on_an_empty_page(make_client):
         server.close()
 
 
+def test_a_page_lost_with_the_connection_does_not_end_paging(make_client):
+    server = FakeV1Server(limit=10)
+    try:
+        for i in range(30):
+            server.add_log("api", f"line {i}", broadcast=False)
+        c = make_client(server.url)
+        wait(c, lambda: logs(c).loaded, "the first logs")
+        c.set_following(False)
+        held = queue.Queue()
+        server.handler = lambda conn, m: ("before_seq" in (m.get("payload") or {})
+                                          and (held.put(m) or True))
+        assert c.load_older()
+        held.get(timeout=10)
+        server.drop_connections()  # the page never comes
+        wait(c, lambda: c.view().state != CONNECTED, "the drop")
+        wait(c, lambda: c.view().state == CONNECTED and not c.feed.loading_older, "the reconnect")
+        server.handler = None
+        assert c.load_older()
+        wait(c, lambda: logs(c).entries[0].message == "line 15", "the older page")
+    finally:
+        server.close()
+
+
 def test_resuming_follow_refetches_what_was_dropped(make_client):
     server = FakeV1Server(limit=3)
     try:
