@@ -44,7 +44,7 @@ class Client:
         self.logs_timeout = logs_timeout
         self.transport = Transport(url, token, self, command_timeout=command_timeout,
                                    backoff=backoff)
-        self.lock = self.transport.lock
+        self._lock = self.transport.lock
         self.feed = LogFeed(self.transport, self.notify, logs_timeout)
         self._services = {}
         self._busy = {}
@@ -70,7 +70,7 @@ class Client:
         return self.transport.version
 
     def view(self):
-        with self.lock:
+        with self._lock:
             transport, feed = self.transport, self.feed
             return View(version=transport.version, state=transport.state,
                         detail=transport.detail, retry_at=transport.retry_at,
@@ -95,7 +95,7 @@ class Client:
         Returns False (with a notice) when nothing was sent.
         """
         label = f"{name} {service}" if service is not None else name
-        with self.lock:
+        with self._lock:
             if not self.transport.ready:
                 self.notify(f"{label}: not connected", error=True)
                 return False
@@ -116,7 +116,7 @@ class Client:
 
     def notify(self, text, error=False):
         """Set the notice the UI shows (action outcomes, errors)."""
-        with self.lock:
+        with self._lock:
             self._notice = Notice(text, error)
             self.transport.bump()
 
@@ -136,7 +136,7 @@ class Client:
 
     def _on_feed(self, change, *args):
         """Run a feed operation under the lock, then send what it asked for."""
-        with self.lock:
+        with self._lock:
             changed = change(*args)
             if changed:
                 self.transport.bump()
