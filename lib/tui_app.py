@@ -1,8 +1,9 @@
 """The terminal client's screen and keys, drawn from a client.Client model.
 
-The network thread only updates the model; this module reads it under `Client.lock`,
-never the other way round. The loop wakes about 30 times a second and redraws when the
-model's version changed, at most once per frame, and at once after a key.
+The network thread only updates the model; each frame draws from one `Client.view()`, an
+immutable snapshot, so drawing never holds the client's lock. The loop wakes about 30
+times a second and redraws when the model's version changed, at most once per frame, and
+at once after a key.
 """
 import curses
 import datetime
@@ -13,15 +14,57 @@ import unicodedata
 from bisect import bisect_left
 from functools import lru_cache
 
-from .client import (ALL, CONNECTED, CONNECTING, FORBIDDEN, INCOMPATIBLE, RECONNECTING,
-                     UNAUTHORIZED, UNREACHABLE)
-from .protocol import SERVER_LOG_SCOPE
+from .entry import SERVER
+from .log_feed import ALL
+from .transport import (CONNECTED, CONNECTING, FORBIDDEN, INCOMPATIBLE, RECONNECTING,
+                        UNAUTHORIZED, UNREACHABLE)
 
 PROGRAM = "flowlayer-client-tui"
 FRAME = 1 / 30
 ESC = "\x1b"
 MIN_WIDTH, MIN_HEIGHT = 40, 8
 SERVICES, LOGS = "services", "logs"
+
+# ---- layout, in terminal cells ----------------------------------------------------------------
+HEADER_ROWS = FOOTER_ROWS = 1
+BORDER = 1                     # a box's frame, on each side
+SERVICES_PANE_MIN = 24         # the services pane is at least this wide ...
+SERVICES_PANE_SHARE = 3        # ... and otherwise at most 1/3 of the screen
+SELECT_MARK = 2                # "> " before the selected service
+STATUS_COLUMN = 8              # "stopping", the longest status
+BUSY_MARK = 2                  # " *" after a busy service
+SERVICE_ROW_CHROME = 2 * BORDER + SELECT_MARK + 1 + STATUS_COLUMN + BUSY_MARK  # all but the name
+TIME_COLUMN = len("00:00:00.000 ")
+SERVICE_COLUMN_MAX = 16        # the service column of the all-logs view
+STREAM_MARK = 2                # "| ", "! " or "* " before the message
+MESSAGE_MIN = 20               # narrower than this, continuation rows use the full width
+NARROW_INDENT = 2              # ... indented this much
+BOX_TITLE_INSET = 2            # a box title starts this far into the top border
+FILTER_HINT_ROOM = 36          # cells from the right edge where the filter prompt's hint starts
+MODAL_MIN_WIDTH = 40
+MODAL_MARGIN = 2               # cells kept between the modal and the screen's edges
+MODAL_PADDING = 2              # cells between the modal's border and its text
+MODAL_LABEL = 10               # width of the modal's label column
+MODAL_CHROME = 2 * MODAL_PADDING + MODAL_LABEL + 2  # a space after the label, one spare
+MODAL_EXTRA_ROWS = 4           # borders, a blank row, "esc to close"
+
+
+def body_rows(height):
+    """Rows between the header and the footer."""
+    return height - HEADER_ROWS - FOOTER_ROWS
+
+
+def services_pane_width(names, width):
+    """Wide enough for the longest name, within a third of the screen (at least the minimum)."""
+    longest = max(map(len, names), default=0)
+    return min(max(SERVICES_PANE_MIN, longest + SERVICE_ROW_CHROME),
+               max(SERVICES_PANE_MIN, width // SERVICES_PANE_SHARE))
+
+
+def log_prefix_width(service_width):
+    """Cells before a log message: time, the service column (0 hides it), stream mark."""
+    return TIME_COLUMN + (service_width + 1 if service_width else 0) + STREAM_MARK
+
 
 STATE_LABELS = {CONNECTING: "Connecting", CONNECTED: "Connected", RECONNECTING: "Reconnecting",
                 UNAUTHORIZED: "Unauthorized (401)", FORBIDDEN: "Forbidden (403)",
@@ -217,7 +260,6 @@ class LogView:
         self.items = []
         self.follow = True
         self.top = None
-        self._buffer = None
         self._epoch = None
         self._needle = None
         self._synced = -1          # the newest buffer seq already looked at
@@ -227,12 +269,11 @@ class LogView:
     def reset(self):
         self.follow, self.top = True, None
 
-    def sync(self, buffer, needle):
-        """Catch up with the buffer (call under the client lock); cheap when only appended."""
-        entries = buffer.entries
-        if (buffer is not self._buffer or buffer.epoch != self._epoch
-                or needle != self._needle):
-            self._buffer, self._epoch, self._needle = buffer, buffer.epoch, needle
+    def sync(self, lines, needle):
+        """Catch up with a log_feed.LogLines; cheap when entries were only appended."""
+        entries = lines.entries
+        if lines.epoch != self._epoch or needle != self._needle:
+            self._epoch, self._needle = lines.epoch, needle
             self.items = [e for e in entries if matches_entry(needle, e)] if needle else list(entries)
             self._synced = entries[-1].seq if entries else -1
             self._row_counts.clear()
@@ -256,19 +297,16 @@ class LogView:
             self._layout = layout
             self._row_counts.clear()
 
-    def _prefix_width(self):
-        width, service_width = self._layout
-        return 13 + (service_width + 1 if service_width else 0) + 2
-
     def _message_rows(self, entry):
         """The message's rows and the indent of its continuation rows."""
-        width, _ = self._layout
-        prefix = self._prefix_width()
+        width, service_width = self._layout
+        prefix = log_prefix_width(service_width)
         text = clean(entry.message)
         first = wrap(text, max(1, width - prefix))
-        if width - prefix >= 20 or len(first) == 1:
+        if width - prefix >= MESSAGE_MIN or len(first) == 1:
             return first, prefix
-        return [first[0]] + wrap(text[len(first[0]):], max(1, width - 2)), 2
+        rest = wrap(text[len(first[0]):], max(1, width - NARROW_INDENT))
+        return [first[0]] + rest, NARROW_INDENT
 
     def row_count(self, index):
         entry = self.items[index]
@@ -491,11 +529,10 @@ class App:
                 self._select(ALL)
 
     def _act(self, key):
-        with self.client.lock:
-            status = self.client.services.get(self.selected, "unknown")
         if self.selected is ALL:
             self.client.run_action(ALL_ACTIONS[key])
             return
+        status = self.client.view().services.get(self.selected, "unknown")
         name = service_actions(status).get(key)
         if name is None:
             self.client.notify(f"{self.selected} is {status}: nothing for {key} to do", error=True)
@@ -545,8 +582,7 @@ class App:
     def _service_rows(self, services=None):
         """[(scope, status)] of the services panel: `all logs`, then the matching services."""
         if services is None:
-            with self.client.lock:
-                services = dict(self.client.services)
+            services = self.client.view().services
         needle = self.filters[SERVICES].lower()
         return [(ALL, "")] + [(name, status) for name, status in services.items()
                               if matches_service(needle, name, status)]
@@ -554,18 +590,9 @@ class App:
     def draw(self):
         screen = self.screen
         height, width = screen.getmaxyx()
-        client = self.client
-        with client.lock:
-            self._drawn_version = client.version
-            model = {
-                "state": client.state, "detail": client.detail,
-                "next": client.next_attempt_at, "busy": dict(client.busy),
-                "notice": client.notice, "has_older": client.logs.has_older,
-                "loading": client.loading_older, "server": dict(client.server),
-                "connected_at": client.connected_at, "held": len(client.logs.entries),
-            }
-            self.logs.sync(client.logs, self.filters[LOGS].lower())
-            services = dict(client.services)
+        view = self.client.view()
+        self._drawn_version = view.version
+        self.logs.sync(view.logs, self.filters[LOGS].lower())
         self._last_draw = time.monotonic()
         screen.erase()
         if width < MIN_WIDTH or height < MIN_HEIGHT:
@@ -573,20 +600,17 @@ class App:
             screen.noutrefresh()
             curses.doupdate()
             return
-        self._draw_header(width, model, services)
-        body_top, body_height = 1, height - 2
+        self._draw_header(width, view)
+        body_top, body_height = HEADER_ROWS, body_rows(height)
         if self.zoom:
-            self._draw_logs(body_top, 0, body_height, width, services, boxed=False,
-                            held=model["held"])
+            self._draw_logs(body_top, 0, body_height, width, view, boxed=False)
         else:
-            left = min(max(24, max(map(len, services), default=0) + 15), max(24, width // 3))
-            self._draw_services(body_top, 0, body_height, left, services, model["busy"],
-                                model["state"] == CONNECTED)
-            self._draw_logs(body_top, left, body_height, width - left, services, boxed=True,
-                            loading=model["loading"], held=model["held"])
-        self._draw_footer(height - 1, width, model)
+            left = services_pane_width(view.services, width)
+            self._draw_services(body_top, 0, body_height, left, view)
+            self._draw_logs(body_top, left, body_height, width - left, view, boxed=True)
+        self._draw_footer(height - FOOTER_ROWS, width, view)
         if self.modal:
-            self._draw_modal(height, width, model)
+            self._draw_modal(height, width, view)
         screen.noutrefresh()
         curses.doupdate()
 
@@ -599,30 +623,30 @@ class App:
         except curses.error:
             pass
 
-    def _draw_header(self, width, model, services):
+    def _draw_header(self, width, view):
         styles = self.styles
         self._put(0, 0, " " * width, styles.header, width)
         title = f" {PROGRAM} "
         self._put(0, 0, title, styles.header | curses.A_BOLD, width)
-        label, attr = self._state_text(model)
+        label, attr = self._state_text(view)
         self._put(0, len(title) + 1, label, attr | curses.A_BOLD, width - len(title) - 1)
         x = len(title) + len(label) + 3
-        hints = self._hints(services, model["busy"], width - x - 1)
+        hints = self._hints(view.services, view.busy, width - x - 1)
         self._put(0, width - len(hints) - 1, hints, styles.header, len(hints))
 
-    def _state_text(self, model):
+    def _state_text(self, view):
         styles = self.styles
-        state = model["state"]
+        state = view.state
         label = STATE_LABELS.get(state, state)
         if state == CONNECTED:
             return label, styles.good
-        if model["next"] is not None:
-            left = max(0.0, model["next"] - time.monotonic())
+        if view.retry_at is not None:
+            left = max(0.0, view.retry_at - time.monotonic())
             label += f", retry in {left:.0f}s" if left >= 1 else f", retry in {left:.1f}s"
         elif state != CONNECTING:
             label += ", retrying"
-        if model["detail"] and state in (RECONNECTING, UNREACHABLE, INCOMPATIBLE):
-            label += f" ({model['detail']})"
+        if view.detail and state in (RECONNECTING, UNREACHABLE, INCOMPATIBLE):
+            label += f" ({view.detail})"
         return label, styles.warn if state in (CONNECTING, RECONNECTING) else styles.bad
 
     def _hints(self, services, busy, room):
@@ -642,50 +666,56 @@ class App:
     def _box(self, y, x, height, width, title, focused):
         attr = self.styles.focused if focused else self.styles.dim
         horizontal, vertical, top_left, top_right, bottom_left, bottom_right = self.styles.lines
-        self._put(y, x, top_left + horizontal * (width - 2) + top_right, attr, width)
-        for row in range(y + 1, y + height - 1):
-            self._put(row, x, vertical, attr, 1)
-            self._put(row, x + width - 1, vertical, attr, 1)
-        self._put(y + height - 1, x, bottom_left + horizontal * (width - 2) + bottom_right,
+        inner = width - 2 * BORDER
+        self._put(y, x, top_left + horizontal * inner + top_right, attr, width)
+        for row in range(y + BORDER, y + height - BORDER):
+            self._put(row, x, vertical, attr, BORDER)
+            self._put(row, x + width - BORDER, vertical, attr, BORDER)
+        self._put(y + height - BORDER, x, bottom_left + horizontal * inner + bottom_right,
                   attr, width)
-        self._put(y, x + 2, f" {title} ", attr | (curses.A_REVERSE if focused else 0), width - 4)
+        self._put(y, x + BOX_TITLE_INSET, f" {title} ", attr | (curses.A_REVERSE if focused else 0),
+                  width - 2 * BOX_TITLE_INSET)
 
-    def _draw_services(self, y, x, height, width, services, busy, connected):
+    def _draw_services(self, y, x, height, width, view):
         styles = self.styles
+        connected = view.state == CONNECTED
         needle = self.filters[SERVICES]
         title = "Services" + (f" /{needle}" if needle else "")
         self._box(y, x, height, width, title, self.focus == SERVICES)
-        rows = self._service_rows(services)
-        inner = height - 2
+        rows = self._service_rows(view.services)
+        inner = height - 2 * BORDER
         index = next((i for i, (name, _) in enumerate(rows) if name == self.selected), 0)
         self.service_top = min(max(self.service_top, index - inner + 1), index)
-        name_width = width - 2 - 2 - 1 - 8 - 2
+        name_width = width - SERVICE_ROW_CHROME
+        status_x = x + BORDER + SELECT_MARK + name_width + 1
+        busy_x = x + width - BORDER - BUSY_MARK
         for line, (name, status) in enumerate(rows[self.service_top:self.service_top + inner]):
-            row_y = y + 1 + line
+            row_y = y + BORDER + line
             chosen = name == self.selected
             attr = (styles.selected if self.focus == SERVICES else curses.A_BOLD) if chosen else 0
             label = "all logs" if name is ALL else name
-            self._put(row_y, x + 1, (">" if chosen else " ") + " "
-                      + clip(label, name_width).ljust(name_width), attr, width - 2)
+            self._put(row_y, x + BORDER, (">" if chosen else " ") + " "
+                      + clip(label, name_width).ljust(name_width), attr, width - 2 * BORDER)
             if name is not ALL:
                 attr = styles.status(status) if connected else styles.dim  # last known only
-                self._put(row_y, x + 1 + 2 + name_width + 1, status, attr, 8)
-            if name in busy:
-                self._put(row_y, x + width - 3, "*", styles.warn | curses.A_BOLD, 1)
+                self._put(row_y, status_x, status, attr, STATUS_COLUMN)
+            if name in view.busy:
+                self._put(row_y, busy_x, "*", styles.warn | curses.A_BOLD, 1)
 
-    def _draw_logs(self, y, x, height, width, services, boxed, held, loading=False):
+    def _draw_logs(self, y, x, height, width, view, boxed):
         needle = self.filters[LOGS]
         if boxed:
             scope = "all" if self.selected is ALL else self.selected
             title = f"Logs: {scope}" + (f" /{needle}" if needle else "")
-            title += " (loading older)" if loading else ""
+            title += " (loading older)" if view.loading_older else ""
             self._box(y, x, height, width, title, self.focus == LOGS)
-            y, x, height, width = y + 1, x + 1, height - 2, width - 2
+            y, x = y + BORDER, x + BORDER
+            height, width = height - 2 * BORDER, width - 2 * BORDER
         self._log_height = max(1, height)
         service_width = 0
         if self.selected is ALL:
-            names = list(services) + [SERVER_LOG_SCOPE]
-            service_width = min(16, max(map(len, names)))
+            names = list(view.services) + [SERVER]
+            service_width = min(SERVICE_COLUMN_MAX, max(map(len, names)))
         self.logs.set_layout(width, service_width)
         rows, self._last_visible = self.logs.visible(height, self.styles)
         for line, segments in enumerate(rows):
@@ -694,50 +724,55 @@ class App:
                 self._put(y + line, column, text, attr, x + width - column)
                 column += text_width(text)
         if not rows:
+            held = view.logs.entries
             message = f'no line matches "{needle}"' if needle and held else "no log lines yet"
             self._put(y, x + 1, message, self.styles.dim, width - 1)
 
-    def _draw_footer(self, y, width, model):
+    def _draw_footer(self, y, width, view):
         styles = self.styles
         if self.editing:
             prompt = f"Filter {self.editing}: {self.filters[self.editing]}"
             self._put(y, 0, prompt + "_", curses.A_BOLD, width)
-            self._put(y, max(len(prompt) + 3, width - 36), "enter keep  esc clear", styles.dim,
-                      width - len(prompt) - 3)
+            self._put(y, max(len(prompt) + 3, width - FILTER_HINT_ROOM), "enter keep  esc clear",
+                      styles.dim, width - len(prompt) - 3)
             return
         count = len(self.logs.items)
         position = f"{self._last_visible + 1 if count else 0}/{count} "
         position += "follow" if self.logs.follow else "paused"
         right = width - len(position) - 1
-        if model["has_older"]:
+        if view.logs.has_older:
             right -= len("history truncated") + 2
             self._put(y, right, "history truncated", styles.warn, len("history truncated"))
         self._put(y, width - len(position) - 1, position, styles.dim, len(position))
-        notice = model["notice"]
-        if notice is not None:
-            self._put(y, 1, notice.text, styles.bad if notice.error else styles.good, right - 3)
+        if view.notice is not None:
+            self._put(y, 1, view.notice.text, styles.bad if view.notice.error else styles.good,
+                      right - 3)
 
-    def _draw_modal(self, height, width, model):
-        server = model["server"]
-        since = (time.strftime("%H:%M:%S", time.localtime(model["connected_at"]))
-                 if model["connected_at"] else "-")
-        label, _ = self._state_text(model)
+    def _draw_modal(self, height, width, view):
+        server = view.server
+        since = (time.strftime("%H:%M:%S", time.localtime(view.connected_at))
+                 if view.connected_at else "-")
+        label, _ = self._state_text(view)
         lines = [
             ("Address", self.client.url),
             ("Token", self.token or "(none)"),
             ("State", label),
-            ("Detail", model["detail"] or "-"),
+            ("Detail", view.detail or "-"),
             ("Server", str(server.get("server", "-"))),
             ("Protocol", str(server.get("protocol_version", "-"))),
             ("Commands", ", ".join(map(str, server.get("capabilities") or [])) or "-"),
             ("Connected", since),
         ]
-        box_width = min(width - 4, max(40, max(len(v) for _, v in lines) + 16))
-        box_height = len(lines) + 4
-        top, left = max(1, (height - box_height) // 2), (width - box_width) // 2
+        longest = max(len(value) for _, value in lines)
+        box_width = min(width - 2 * MODAL_MARGIN, max(MODAL_MIN_WIDTH, longest + MODAL_CHROME))
+        box_height = len(lines) + MODAL_EXTRA_ROWS
+        top, left = max(HEADER_ROWS, (height - box_height) // 2), (width - box_width) // 2
+        inner = box_width - 2 * MODAL_PADDING
         for row in range(box_height):
             self._put(top + row, left, " " * box_width, 0, box_width)
         self._box(top, left, box_height, box_width, "Connection", True)
         for row, (key, value) in enumerate(lines):
-            self._put(top + 1 + row, left + 2, f"{key:<10} {value}", 0, box_width - 4)
-        self._put(top + box_height - 2, left + 2, "esc to close", self.styles.dim, box_width - 4)
+            self._put(top + BORDER + row, left + MODAL_PADDING, f"{key:<{MODAL_LABEL}} {value}", 0,
+                      inner)
+        self._put(top + box_height - BORDER - 1, left + MODAL_PADDING, "esc to close",
+                  self.styles.dim, inner)

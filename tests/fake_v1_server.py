@@ -12,6 +12,8 @@ import socket
 import threading
 import time
 
+from lib.framing import OP_CLOSE, OP_TEXT, FrameDecoder, encode_frame
+
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 COMMANDS = ["get_snapshot", "get_logs", "start_service", "stop_service", "restart_service",
             "start_all", "stop_all"]
@@ -24,17 +26,10 @@ class FakeConnection:
         self.closed = threading.Event()
 
     def send(self, message):
-        data = json.dumps(message).encode()
-        size = len(data)
-        if size < 126:
-            header = bytes([0x81, size])
-        elif size < 65536:
-            header = bytes([0x81, 126]) + size.to_bytes(2, "big")
-        else:
-            header = bytes([0x81, 127]) + size.to_bytes(8, "big")
+        frame = encode_frame(json.dumps(message).encode())
         with self._send_lock:
             try:
-                self.sock.sendall(header + data)
+                self.sock.sendall(frame)
             except OSError:
                 self.closed.set()
 
@@ -225,30 +220,14 @@ class FakeV1Server:
 
 
 def _read_frames(sock):
-    """Text payloads of the client's (masked) frames until it closes."""
-    buf = b""
-
-    def take(n):
-        nonlocal buf
-        while len(buf) < n:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise OSError("closed")
-            buf += chunk
-        data, buf = buf[:n], buf[n:]
-        return data
-
-    while True:
-        first, second = take(2)
-        size = second & 0x7F
-        if size == 126:
-            size = int.from_bytes(take(2), "big")
-        elif size == 127:
-            size = int.from_bytes(take(8), "big")
-        mask = take(4) if second & 0x80 else b"\0\0\0\0"
-        data = bytes(b ^ mask[i % 4] for i, b in enumerate(take(size)))
-        opcode = first & 0x0F
-        if opcode == 8:
-            return
-        if opcode == 1:
-            yield data.decode()
+    """Text payloads of the client's (masked) frames until it closes or breaks a rule."""
+    decoder = FrameDecoder(expect_masked=True)
+    while decoder.violation is None:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise OSError("closed")
+        for opcode, payload in decoder.feed(chunk):
+            if opcode == OP_CLOSE:
+                return
+            if opcode == OP_TEXT:
+                yield payload.decode()

@@ -1,4 +1,5 @@
-"""lib/client.py: log buffer rules, frame splitting, and a Client against a fake V1 server."""
+"""The client (lib/transport.py, lib/log_feed.py, lib/client.py): log buffer rules, backoff,
+message decoding, and a Client against a fake V1 server."""
 import json
 import queue
 import threading
@@ -6,9 +7,12 @@ import threading
 import pytest
 
 from fake_v1_server import FakeV1Server
-from lib import client as clientmod
-from lib.client import (ALL, CONNECTED, FORBIDDEN, INCOMPATIBLE, RECONNECTING, UNAUTHORIZED,
-                        UNREACHABLE, Client, FrameReader, LogBuffer, LogEntry, backoff_delay)
+from lib import transport
+from lib.client import Client
+from lib.entry import LogEntry
+from lib.log_feed import ALL, LogBuffer
+from lib.transport import (CONNECTED, FORBIDDEN, INCOMPATIBLE, RECONNECTING, UNAUTHORIZED,
+                           UNREACHABLE, backoff_delay)
 
 from conftest import free_port
 
@@ -20,6 +24,11 @@ def entry(seq, service="api", message=None):
 
 def seqs(buffer):
     return [e.seq for e in buffer.entries]
+
+
+def logs(c):
+    """The client's log buffer (the feed takes a new one when the scope changes)."""
+    return c.feed.buffer
 
 
 # ---- LogBuffer ----------------------------------------------------------------------------
@@ -78,36 +87,7 @@ def test_older_pages_past_the_cap_drop_the_newest_end():
     assert buf.newer_dropped
 
 
-# ---- frames and backoff ---------------------------------------------------------------------
-
-def frame(payload, opcode=1, fin=True, mask=None):
-    size = len(payload)
-    head = bytes([(0x80 if fin else 0) | opcode])
-    mbit = 0x80 if mask else 0
-    if size < 126:
-        head += bytes([mbit | size])
-    elif size < 65536:
-        head += bytes([mbit | 126]) + size.to_bytes(2, "big")
-    else:
-        head += bytes([mbit | 127]) + size.to_bytes(8, "big")
-    if mask:
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        head += mask
-    return head + payload
-
-
-def test_frame_reader_splits_any_chunking():
-    big = b"x" * 70000
-    medium = b"y" * 300
-    stream = (frame(b"a") + frame(medium) + frame(big) + frame(b"par", fin=False)
-              + frame(b"ts", opcode=0) + frame(b"m", mask=b"\x01\x02\x03\x04") + frame(b"", 9))
-    for step in (1, 7, 4096, len(stream)):
-        reader = FrameReader()
-        out = []
-        for i in range(0, len(stream), step):
-            out += reader.feed(stream[i:i + step])
-        assert out == [(1, b"a"), (1, medium), (1, big), (1, b"parts"), (1, b"m"), (9, b"")]
-
+# ---- backoff ---------------------------------------------------------------------------------
 
 def test_backoff_is_half_one_two_then_five_forever():
     assert [backoff_delay(n) for n in range(1, 8)] == [0.5, 1, 2, 5, 5, 5, 5]
@@ -158,13 +138,15 @@ def test_handshake_then_first_get_logs_and_live_events(server, make_client):
     server.snapshot_gate.set()
     _, first = next_command(server)
     assert first["name"] == "get_logs" and first.get("payload") in (None, {})
-    wait(c, lambda: c.state == CONNECTED and len(c.logs.entries) == 3, "the first logs")
-    assert c.services == {"api": "running", "db": "ready"}
-    assert c.server["server"] == "fake-v1"
+    wait(c, lambda: c.view().state == CONNECTED and len(logs(c).entries) == 3,
+         "the first logs")
+    assert c.view().services == {"api": "running", "db": "ready"}
+    assert c.view().server["server"] == "fake-v1"
     server.add_log("db", "live one")
     server.set_status("api", "stopped")
-    wait(c, lambda: len(c.logs.entries) == 4 and c.services["api"] == "stopped", "live events")
-    assert c.logs.entries[-1].message == "live one"
+    wait(c, lambda: len(logs(c).entries) == 4 and c.view().services["api"] == "stopped",
+         "live events")
+    assert logs(c).entries[-1].message == "live one"
 
 
 def test_live_events_and_the_reply_merge_without_duplicates(server, make_client):
@@ -176,11 +158,11 @@ def test_live_events_and_the_reply_merge_without_duplicates(server, make_client)
     conn, message = held.get(timeout=10)
     server.add_log("api", "live 5")
     server.add_log("api", "live 6")
-    wait(c, lambda: len(c.logs.entries) == 2, "the live events")
+    wait(c, lambda: len(logs(c).entries) == 2, "the live events")
     server.reply(conn, message, server.query(message.get("payload")))  # holds live 5 and 6 too
-    wait(c, lambda: len(c.logs.entries) == 7, "the merged reply")
-    assert seqs(c.logs) == sorted(set(seqs(c.logs)))
-    assert [e.message for e in c.logs.entries][-2:] == ["live 5", "live 6"]
+    wait(c, lambda: len(logs(c).entries) == 7, "the merged reply")
+    assert seqs(logs(c)) == sorted(set(seqs(logs(c))))
+    assert [e.message for e in logs(c).entries][-2:] == ["live 5", "live 6"]
 
 
 def test_effective_limit_caps_the_buffer(make_client):
@@ -189,12 +171,12 @@ def test_effective_limit_caps_the_buffer(make_client):
         for i in range(8):
             server.add_log("api", f"stored {i}", broadcast=False)
         c = make_client(server.url)
-        wait(c, lambda: c.logs.loaded, "the first logs")
-        assert len(c.logs.entries) == 5 and c.logs.limit == 5 and c.logs.has_older
+        wait(c, lambda: logs(c).loaded, "the first logs")
+        assert len(logs(c).entries) == 5 and logs(c).limit == 5 and logs(c).has_older
         for i in range(10):
             server.add_log("api", f"live {i}")
-        wait(c, lambda: c.logs.entries[-1].message == "live 9", "the live tail")
-        assert [e.message for e in c.logs.entries] == [f"live {i}" for i in range(5, 10)]
+        wait(c, lambda: logs(c).entries[-1].message == "live 9", "the live tail")
+        assert [e.message for e in logs(c).entries] == [f"live {i}" for i in range(5, 10)]
     finally:
         server.close()
 
@@ -203,7 +185,7 @@ def test_a_late_reply_for_an_old_scope_is_ignored(server, make_client):
     server.add_log("api", "api line", broadcast=False)
     server.add_log("db", "db line", broadcast=False)
     c = make_client(server.url)
-    wait(c, lambda: c.logs.loaded, "the first logs")
+    wait(c, lambda: logs(c).loaded, "the first logs")
     held = queue.Queue()
     server.handler = lambda conn, m: m["name"] == "get_logs" and (held.put((conn, m)) or True)
     c.select("api")
@@ -211,20 +193,20 @@ def test_a_late_reply_for_an_old_scope_is_ignored(server, make_client):
     c.select("db")
     db_request = held.get(timeout=10)
     server.reply(*db_request, server.query(db_request[1]["payload"]))
-    wait(c, lambda: c.logs.loaded, "the db logs")
+    wait(c, lambda: logs(c).loaded, "the db logs")
     server.reply(*api_request, server.query(api_request[1]["payload"]))
     c.request("get_snapshot").wait(5)  # the api reply came before this one
-    assert [e.message for e in c.logs.entries] == ["db line"]
+    assert [e.message for e in logs(c).entries] == ["db line"]
     assert api_request[1]["payload"] == {"service": "api"}
 
 
 def test_reconnect_continues_after_last_seq_without_gaps_or_duplicates(server, make_client):
     server.add_log("api", "before 1", broadcast=False)
     c = make_client(server.url)
-    wait(c, lambda: c.logs.loaded, "the first logs")
+    wait(c, lambda: logs(c).loaded, "the first logs")
     server.add_log("api", "before 2")
-    wait(c, lambda: len(c.logs.entries) == 2, "a live line")
-    last = c.logs.last_seq
+    wait(c, lambda: len(logs(c).entries) == 2, "a live line")
+    last = logs(c).last_seq
     next_command(server, "get_logs")  # the first load
     server.snapshot_gate = threading.Event()
     server.drop_connections()
@@ -233,18 +215,18 @@ def test_reconnect_continues_after_last_seq_without_gaps_or_duplicates(server, m
     server.snapshot_gate.set()
     _, message = next_command(server, "get_logs")
     assert message["payload"] == {"after_seq": last}
-    wait(c, lambda: len(c.logs.entries) == 4, "the replay")
-    assert [e.message for e in c.logs.entries] == ["before 1", "before 2",
+    wait(c, lambda: len(logs(c).entries) == 4, "the replay")
+    assert [e.message for e in logs(c).entries] == ["before 1", "before 2",
                                                    "while away 1", "while away 2"]
-    assert c.state == CONNECTED and server.upgrades == 2
+    assert c.view().state == CONNECTED and server.upgrades == 2
 
 
 def test_reconnecting_shows_a_countdown(server, make_client):
     c = make_client(server.url, backoff=lambda failures: 30)
-    wait(c, lambda: c.state == CONNECTED, "the connection")
+    wait(c, lambda: c.view().state == CONNECTED, "the connection")
     server.drop_connections()
-    wait(c, lambda: c.next_attempt_at is not None, "the countdown")
-    assert c.state == RECONNECTING and "closed" in c.detail
+    wait(c, lambda: c.view().retry_at is not None, "the countdown")
+    assert c.view().state == RECONNECTING and "closed" in c.view().detail
 
 
 @pytest.mark.parametrize("token, state", [(None, UNAUTHORIZED), ("wrong", FORBIDDEN)])
@@ -252,29 +234,29 @@ def test_bad_tokens_show_their_state_and_retries_go_on(server, make_client, toke
     attempts = []
     c = make_client(server.url, token, backoff=lambda failures: attempts.append(failures) or 0.05)
     wait(c, lambda: len(attempts) >= 3, "three attempts")
-    assert c.state == state
+    assert c.view().state == state
     assert attempts[:3] == [1, 2, 3]
 
 
 def test_nothing_listening_is_unreachable(make_client):
     c = make_client(f"ws://127.0.0.1:{free_port()}/ws", backoff=lambda failures: 30)
-    wait(c, lambda: c.next_attempt_at is not None, "the first failure")
-    assert c.state == UNREACHABLE and c.detail == "connection refused"
+    wait(c, lambda: c.view().retry_at is not None, "the first failure")
+    assert c.view().state == UNREACHABLE and c.view().detail == "connection refused"
 
 
 def test_another_protocol_version_is_incompatible(make_client):
     server = FakeV1Server(hello={"protocol_version": 2, "server": "future"})
     try:
         c = make_client(server.url, backoff=lambda failures: 30)
-        wait(c, lambda: c.next_attempt_at is not None, "the refusal")
-        assert c.state == INCOMPATIBLE and "version 2" in c.detail
+        wait(c, lambda: c.view().retry_at is not None, "the refusal")
+        assert c.view().state == INCOMPATIBLE and "version 2" in c.view().detail
     finally:
         server.close()
 
 
 def test_commands_time_out_and_late_replies_are_ignored(server, make_client):
     c = make_client(server.url, command_timeout=0.3)
-    wait(c, lambda: c.state == CONNECTED, "the connection")
+    wait(c, lambda: c.view().state == CONNECTED, "the connection")
     swallowed = queue.Queue()
     server.handler = lambda conn, m: m["name"] == "get_snapshot" and (swallowed.put((conn, m)) or True)
     reply = c.request("get_snapshot").wait(10)
@@ -285,28 +267,28 @@ def test_commands_time_out_and_late_replies_are_ignored(server, make_client):
 
 def test_pending_commands_fail_when_the_connection_drops(server, make_client):
     c = make_client(server.url, backoff=lambda failures: 30)
-    wait(c, lambda: c.state == CONNECTED, "the connection")
+    wait(c, lambda: c.view().state == CONNECTED, "the connection")
     server.handler = lambda conn, m: m["name"] == "start_all"
     assert c.run_action("start_all")
-    assert c.busy == {ALL: "start_all"}
+    assert c.view().busy == {ALL: "start_all"}
     next_command(server, "start_all")
     server.drop_connections()
-    wait(c, lambda: not c.busy, "the action to end")
-    assert "connection lost" in c.notice.text and c.notice.error
+    wait(c, lambda: not c.view().busy, "the action to end")
+    assert "connection lost" in c.view().notice.text and c.view().notice.error
 
 
 def test_no_action_is_sent_for_a_busy_service(server, make_client):
     c = make_client(server.url)
-    wait(c, lambda: c.state == CONNECTED, "the connection")
+    wait(c, lambda: c.view().state == CONNECTED, "the connection")
     held = queue.Queue()
     server.handler = lambda conn, m: m["name"] == "stop_service" and (held.put((conn, m)) or True)
     assert c.run_action("stop_service", "api")
     conn, message = held.get(timeout=10)
     assert not c.run_action("restart_service", "api")
-    assert "busy" in c.notice.text
+    assert "busy" in c.view().notice.text
     server.reply(conn, message, ok=False, error={"code": "start_failed", "message": "boom"})
-    wait(c, lambda: "api" not in c.busy, "the result")
-    assert c.notice.text == "stop_service api: start_failed: boom" and c.notice.error
+    wait(c, lambda: "api" not in c.view().busy, "the result")
+    assert c.view().notice.text == "stop_service api: start_failed: boom" and c.view().notice.error
     assert c.request("get_snapshot").wait(10).ok
     assert "restart_service" not in [m["name"] for _, m in iter_commands(server)]
 
@@ -317,19 +299,42 @@ def test_paging_older_uses_before_seq_and_stops_on_an_empty_page(make_client):
         for i in range(30):
             server.add_log("api", f"line {i}", broadcast=False)
         c = make_client(server.url)
-        wait(c, lambda: c.logs.loaded, "the first logs")
+        wait(c, lambda: logs(c).loaded, "the first logs")
         c.set_following(False)
-        first = c.logs.entries[0].seq
+        first = logs(c).entries[0].seq
         assert c.load_older()
         _, message = next_command(server, "get_logs")
         _, message = next_command(server, "get_logs")
         assert message["payload"] == {"before_seq": first, "limit": 5}
-        wait(c, lambda: c.logs.entries[0].message == "line 15", "the older page")
-        assert len(c.logs.entries) == 10 and c.logs.newer_dropped
+        wait(c, lambda: logs(c).entries[0].message == "line 15", "the older page")
+        assert len(logs(c).entries) == 10 and logs(c).newer_dropped
         while c.load_older():
-            wait(c, lambda: not c.loading_older, "a page")
-        assert c.logs.entries[0].message == "line 0" and c.logs.older_exhausted
-        assert not c.logs.has_older
+            wait(c, lambda: not c.feed.loading_older, "a page")
+        assert logs(c).entries[0].message == "line 0" and logs(c).older_exhausted
+        assert not logs(c).has_older
+    finally:
+        server.close()
+
+
+def test_a_page_lost_with_the_connection_does_not_end_paging(make_client):
+    server = FakeV1Server(limit=10)
+    try:
+        for i in range(30):
+            server.add_log("api", f"line {i}", broadcast=False)
+        c = make_client(server.url)
+        wait(c, lambda: logs(c).loaded, "the first logs")
+        c.set_following(False)
+        held = queue.Queue()
+        server.handler = lambda conn, m: ("before_seq" in (m.get("payload") or {})
+                                          and (held.put(m) or True))
+        assert c.load_older()
+        held.get(timeout=10)
+        server.drop_connections()  # the page never comes
+        wait(c, lambda: c.view().state != CONNECTED, "the drop")
+        wait(c, lambda: c.view().state == CONNECTED and not c.feed.loading_older, "the reconnect")
+        server.handler = None
+        assert c.load_older()
+        wait(c, lambda: logs(c).entries[0].message == "line 15", "the older page")
     finally:
         server.close()
 
@@ -338,31 +343,31 @@ def test_resuming_follow_refetches_what_was_dropped(make_client):
     server = FakeV1Server(limit=3)
     try:
         c = make_client(server.url)
-        wait(c, lambda: c.logs.loaded, "the first logs")
+        wait(c, lambda: logs(c).loaded, "the first logs")
         c.set_following(False)
         for i in range(6):
             server.add_log("api", f"line {i}")
-        wait(c, lambda: c.logs.newer_dropped, "the cap")
-        assert [e.message for e in c.logs.entries] == ["line 0", "line 1", "line 2"]
+        wait(c, lambda: logs(c).newer_dropped, "the cap")
+        assert [e.message for e in logs(c).entries] == ["line 0", "line 1", "line 2"]
         c.set_following(True)
         # Live events may show line 5 before the refetch fills in 3 and 4: wait for both.
-        wait(c, lambda: [e.message for e in c.logs.entries] == ["line 3", "line 4", "line 5"],
+        wait(c, lambda: [e.message for e in logs(c).entries] == ["line 3", "line 4", "line 5"],
              "the refetch")
-        assert not c.logs.newer_dropped
+        assert not logs(c).newer_dropped
     finally:
         server.close()
 
 
 def test_log_events_the_server_dropped_are_fetched_back(server, make_client):
     c = make_client(server.url)
-    wait(c, lambda: c.logs.loaded, "the first logs")
+    wait(c, lambda: logs(c).loaded, "the first logs")
     server.add_log("api", "a")
     server.add_log("db", "b")
     server.add_log("api", "lost 1", broadcast=False)
     server.add_log("api", "lost 2", broadcast=False)
     gap_end = server.add_log("db", "c")
-    wait(c, lambda: len(c.logs.entries) == 5, "the repair")
-    assert [e.message for e in c.logs.entries] == ["a", "b", "lost 1", "lost 2", "c"]
+    wait(c, lambda: len(logs(c).entries) == 5, "the repair")
+    assert [e.message for e in logs(c).entries] == ["a", "b", "lost 1", "lost 2", "c"]
     repair = [m for _, m in iter_commands(server) if "before_seq" in (m["payload"] or {})]
     assert repair[0]["payload"] == {"before_seq": gap_end["seq"], "limit": 2}
 
@@ -374,16 +379,16 @@ def iter_commands(server):
 
 def test_protocol_errors_and_junk_do_not_break_the_session(server, make_client):
     c = make_client(server.url)
-    wait(c, lambda: c.state == CONNECTED, "the connection")
+    wait(c, lambda: c.view().state == CONNECTED, "the connection")
     server.broadcast({"type": "error", "payload": {"code": "invalid_json", "message": "bad"}})
     server.broadcast({"type": "event", "name": "log", "payload": {"seq": "x"}})
     server.broadcast({"type": "event", "name": "snapshot", "payload": {"services": 3}})
     server.broadcast(["not", "an", "object"])
-    wait(c, lambda: c.notice and "invalid_json" in c.notice.text, "the error notice")
+    wait(c, lambda: c.view().notice and "invalid_json" in c.view().notice.text, "the error notice")
     assert c.request("get_snapshot").wait(10).ok
-    assert c.state == CONNECTED
+    assert c.view().state == CONNECTED
 
 
 def test_entries_are_decoded_in_bulk_and_singly_when_one_is_bad():
     good = json.dumps({"type": "event"}).encode()
-    assert clientmod.decode_messages([good, b"{oops", good]) == [{"type": "event"}] * 2
+    assert transport.decode_messages([good, b"{oops", good]) == [{"type": "event"}] * 2

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from conftest import PY, ROOT, free_port, wait_until, write_config
 from fake_v1_server import FakeV1Server
 from lib import tui_cli
-from lib.client import LogBuffer, LogEntry
+from lib.entry import LogEntry
+from lib.log_feed import LogBuffer
 from lib.tui_app import LogView, clean, format_time, service_actions, wrap
 from tui_helpers import Server, Tui, stack_config
 
@@ -399,7 +400,7 @@ def entry(seq, message=None):
 def view_of(buffer, width=40, height=5, needle=""):
     view = LogView()
     view.set_layout(width, 0)
-    view.sync(buffer, needle)
+    view.sync(buffer.lines(), needle)
     return view
 
 
@@ -417,7 +418,7 @@ def test_the_view_holds_still_while_lines_arrive_and_follows_again_at_the_bottom
     before = shown(view)
     assert before[-1].endswith("line 17") and not view.follow
     buffer.add([entry(s) for s in range(21, 30)])
-    view.sync(buffer, "")
+    view.sync(buffer.lines(), "")
     assert shown(view) == before
     view.scroll(+100, 5)
     assert view.follow and shown(view)[-1].endswith("line 29")
@@ -445,7 +446,7 @@ def test_incremental_sync_equals_a_rebuild(batches, needle, limit):
         new = [entry(seq + i + 1) for i in range(size)]
         seq += size
         buffer.add(new[::-1] if late else new)
-        view.sync(buffer, needle)
+        view.sync(buffer.lines(), needle)
         assert view.items == view_of(buffer, needle=needle).items
 
 

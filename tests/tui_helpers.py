@@ -13,7 +13,8 @@ import urllib.request
 import pyte
 
 from conftest import ROOT, wait_until
-from lib.client import CONNECTED, Client
+from lib.client import Client
+from lib.transport import CONNECTED
 
 TUI = os.path.join(ROOT, "tui.py")
 SERVER = os.path.join(ROOT, "flowlayer.py")
@@ -216,7 +217,7 @@ class Server:
         """name -> status, asked over a separate session (the server's own truth)."""
         client = Client(f"ws://{self.addr}/ws", self.token).start()
         try:
-            assert client.wait_for(lambda: client.state == CONNECTED, 10)
+            assert client.wait_for(lambda: client.view().state == CONNECTED, 10)
             reply = client.request("get_snapshot").wait(10)
             return {s["name"]: s["status"] for s in reply.data["services"]}
         finally:
