@@ -29,6 +29,8 @@ _LENGTH = 0x7F
 _LENGTH_16 = 126
 _LENGTH_64 = 127
 _MAX_CONTROL = 125
+_WHOLE_TEXT = _FIN | OP_TEXT
+_WHOLE_BINARY = _FIN | OP_BINARY
 _KNOWN_OPCODES = frozenset((OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
 
 
@@ -91,7 +93,8 @@ class FrameDecoder:
     def __init__(self, expect_masked, max_message=None):
         self._expect_mask = _MASKED if expect_masked else 0
         self._max_message = max_message
-        self._buffer = bytearray()
+        self._partial = bytearray()  # the start of a frame that has not fully arrived
+        self._partial_needs = 0      # its whole size, once its header has arrived
         self._fragments = []
         self._fragment_opcode = None
         self._fragment_size = 0
@@ -101,14 +104,20 @@ class FrameDecoder:
         """The messages completed by `data`, plus what earlier calls left incomplete."""
         if self.violation is not None:
             return []
-        buf = self._buffer
-        buf += data
+        if self._partial:
+            self._partial += data
+            if len(self._partial) < self._partial_needs:
+                return []  # a long frame still arriving: no copy, no parse
+            buf = bytes(self._partial)
+        else:
+            buf = bytes(data)
         size = len(buf)
         pos = 0
+        needs = 0  # bytes the first incomplete frame needs, where its header tells
         out = []
+        expect_mask = self._expect_mask
         while size - pos >= 2:
             first, second = buf[pos], buf[pos + 1]
-            opcode = first & _OPCODE
             length = second & _LENGTH
             start = pos + 2
             if length == _LENGTH_16:
@@ -121,29 +130,33 @@ class FrameDecoder:
                     break
                 length = int.from_bytes(buf[start:start + 8], "big")
                 start += 8
-            code = self._check_header(first, second, opcode, length)
-            if code is not None:
-                self.violation = code
-                break
-            if second & _MASKED:
-                if size - start < 4:
+            # The common frame (a whole text or binary message) skips the rule checks.
+            whole = ((first == _WHOLE_TEXT or first == _WHOLE_BINARY)
+                     and second & _MASKED == expect_mask and self._fragment_opcode is None
+                     and (self._max_message is None or length <= self._max_message))
+            if not whole:
+                code = self._check_header(first, second, first & _OPCODE, length)
+                if code is not None:
+                    self.violation = code
                     break
-                mask = bytes(buf[start:start + 4])
-                start += 4
-            else:
-                mask = None
-            end = start + length
+            end = start + (4 if expect_mask else 0) + length
             if end > size:
+                needs = end - pos
                 break
-            payload = bytes(buf[start:end])
-            if mask is not None and length:
-                payload = unmask(payload, mask)
+            if expect_mask:
+                payload = unmask(buf[start + 4:end], buf[start:start + 4]) if length else b""
+            else:
+                payload = buf[start:end]
             pos = end
-            self._collect(first & _FIN, opcode, payload, out)
-        if self.violation is not None:
-            buf.clear()
-        elif pos:
-            del buf[:pos]
+            if whole:
+                out.append((first & _OPCODE, payload))
+            else:
+                self._collect(first & _FIN, first & _OPCODE, payload, out)
+        if self.violation is not None or pos == size:
+            self._partial = bytearray()
+        else:
+            self._partial = bytearray(buf[pos:] if pos else buf)
+        self._partial_needs = needs
         return out
 
     def _check_header(self, first, second, opcode, length):
