@@ -14,6 +14,7 @@ import errno
 import json
 import logging
 import queue
+import select
 import socket
 import threading
 import time
@@ -21,9 +22,8 @@ from hmac import compare_digest
 from http import HTTPStatus
 from socketserver import BaseRequestHandler, TCPServer
 
-from . import protocol
+from . import commands, protocol
 from .protocol import ProtocolError
-from .runtime import Rejected
 
 
 def _import_websocket_server():
@@ -51,6 +51,7 @@ HEAD_TIMEOUT = 5.0             # seconds to receive a request's line and headers
 MAX_HEAD = 32 << 10            # bytes of a request's line and headers
 CLOSE_TIMEOUT = 2.0            # seconds a closing connection may take to flush and hang up
 ACCEPT_POLL = 0.2              # seconds between the accept loop's shutdown checks
+SEND_POLL = 0.1                # seconds between checks for a cut while a client does not read
 _IOV_MAX = 1024                # buffers per sendmsg() call (the Linux limit)
 
 CLOSE_GOING_AWAY = 1001
@@ -89,14 +90,22 @@ def _log_frames(entries):
     return b"".join([_frame(text.encode("ascii")) for text in protocol.log_events_json(entries)])
 
 
-def _send_frames(sock, frames):
+def _send_frames(sock, frames, cut):
     """Write frames back to back, many per system call, without first joining them: a
     joined backlog (up to megabytes, on every connection's thread) is what made the C
-    allocator's footprint grow under steady load, although Python freed each buffer."""
+    allocator's footprint grow under steady load, although Python freed each buffer.
+    While the client does not read, `cut()` is asked every SEND_POLL seconds; when it
+    says so the write ends with ConnectionAbortedError."""
     views = [memoryview(frame) for frame in frames]
     first = 0
     while first < len(views):
-        sent = sock.sendmsg(views[first:first + _IOV_MAX])
+        try:
+            sent = sock.sendmsg(views[first:first + _IOV_MAX], (), socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            if cut():
+                raise ConnectionAbortedError("connection cut") from None
+            select.select([], [sock], [], SEND_POLL)
+            continue
         while first < len(views) and sent >= len(views[first]):
             sent -= len(views[first])
             first += 1
@@ -123,7 +132,7 @@ def _close_reply(data):
     return _close_frame(code)
 
 
-_HELLO = _message_frame(protocol.hello())
+_HELLO = _message_frame(protocol.hello(commands.NAMES))
 
 
 class _Violation(Exception):
@@ -361,27 +370,33 @@ class _Connection:
     # -- sending
 
     def _send_loop(self):
+        """Write the outbox until its last frame. Cut the connection when a write fails
+        or when `_put` marked it (logged here, on the connection's own thread)."""
         try:
             while True:
                 frames, last = self.outbox.take()
                 if frames:
-                    _send_frames(self.sock, frames)
+                    _send_frames(self.sock, frames, lambda: self._aborted)
                 if last:
-                    return
+                    break
         except OSError:
+            self.abort()
+        if self._aborted:
+            logger.warning("session: closing a connection with more than %d messages or "
+                           "%d MiB waiting (its client stopped reading)", MAX_BACKLOG,
+                           MAX_BACKLOG_BYTES >> 20)
             self.abort()
 
     def _send(self, message):
         self._put(_message_frame(message))
 
     def _put(self, frame):
+        """Queue a frame. Past the backlog limits the connection is only marked to be cut
+        and its queue dropped: this runs on any thread (the runtime's, under its lock), so
+        the sender, the connection's own thread, logs and closes the socket."""
         if not self.outbox.put(frame) and not self._aborted:
             self._aborted = True
-            logger.warning("session: closing a connection with more than %d messages or "
-                           "%d MiB waiting (its client stopped reading)", MAX_BACKLOG,
-                           MAX_BACKLOG_BYTES >> 20)
             self.outbox.drop()
-            self.abort()
 
     def _on_status(self, event):
         """Runtime subscriber: called under the runtime lock, so it only enqueues."""
@@ -472,50 +487,30 @@ class _Connection:
         self._dispatch(command)
 
     def _dispatch(self, command):
-        """Ack at once (SPEC 5.3); answer get_snapshot here and the rest on a worker."""
-        server, id = self.server, command.id
+        """Ack at once (SPEC 5.3), then answer: inline or on a worker, per the table."""
+        id = command.id
         try:
-            args = protocol.check_command(command, server.log_scopes)
-            if command.name in ("get_snapshot", "get_logs"):
-                action = None
-            else:
-                action = server.runtime.prepare(command.name, args.get("service"))
-        except (ProtocolError, Rejected) as exc:
+            work, inline = commands.prepare(self.server, command)
+        except ProtocolError as exc:
             self._send(protocol.ack(id, exc.code, exc.message))
             return
         self._send(protocol.ack(id))
-        if command.name == "get_snapshot":
-            self._send(protocol.result_ok(id, {"services": server.runtime.snapshot()}))
-        elif command.name == "get_logs":
-            self._in_worker(id, lambda: self._get_logs(id, **args))
+        if inline:
+            self._put(_frame(work().encode("ascii")))
         else:
-            self._in_worker(id, lambda: self._outcome_frame(id, action()))
+            self._in_worker(id, work)
 
     def _in_worker(self, id, work):
-        """Run `work` (which returns the result frame) on its own thread."""
+        """Run `work` (which returns the result's JSON text) on its own thread."""
         def run():
             try:
-                frame = work()
+                text = work()
             except Exception as exc:   # a bug must still answer the command
                 logger.exception("session: command %s failed", id)
-                frame = _message_frame(protocol.result_error(
+                text = protocol.encode(protocol.result_error(
                     id, protocol.INTERNAL_ERROR, f"internal error: {exc}"))
-            self._put(frame)
+            self._put(_frame(text.encode("ascii")))
         threading.Thread(target=run, name="session-command", daemon=True).start()
-
-    def _get_logs(self, id, service, limit, after_seq, before_seq):
-        limit = limit or self.server.config.log_limit(service)
-        entries, truncated = self.server.store.query(
-            service=service, limit=limit, after_seq=after_seq, before_seq=before_seq)
-        text = protocol.logs_result_json(id, entries, truncated, limit)
-        return _frame(text.encode("ascii"))
-
-    @staticmethod
-    def _outcome_frame(id, outcome):
-        if outcome.ok:
-            return _message_frame(protocol.result_ok(id))
-        return _message_frame(protocol.result_error(
-            id, protocol.START_FAILED, outcome.message, outcome.failed_services))
 
 
 # ---- the server ----------------------------------------------------------------------------

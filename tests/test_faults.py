@@ -12,7 +12,7 @@ IGNORE_TERM = "import signal,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);p
 
 def start_in_background(stack, name):
     result = {}
-    thread = threading.Thread(target=lambda: result.update(out=stack.runtime.run("start_service", name)))
+    thread = threading.Thread(target=lambda: result.update(out=stack.runtime.claim_start(name)()))
     thread.start()
     return thread, result
 
@@ -21,7 +21,7 @@ def test_sigkill_while_starting(stack):
     s = stack({"api": {"cmd": py_cmd(SLEEP), "ready": {"type": "tcp", "port": free_port()}}})
     thread, result = start_in_background(s, "api")
     wait_until(lambda: s.runtime.status("api") == "running" and "up" in s.lines("api"), message="probing")
-    os.kill(s.runtime.pids()[0], signal.SIGKILL)
+    os.kill(s.runtime.process_groups()[0], signal.SIGKILL)
     thread.join(15)
     assert not result["out"].ok
     assert s.statuses("api") == ["starting", "running", "failed"]
@@ -30,19 +30,19 @@ def test_sigkill_while_starting(stack):
 
 def test_sigkill_while_ready(stack):
     s = stack({"app": {"cmd": py_cmd(SLEEP)}})
-    s.runtime.run("start_service", "app")
-    os.kill(s.runtime.pids()[0], signal.SIGKILL)
+    s.runtime.claim_start("app")()
+    os.kill(s.runtime.process_groups()[0], signal.SIGKILL)
     wait_until(lambda: s.runtime.status("app") == "failed", message="failed")
     assert "exited (signal SIGKILL)" in s.lines("app", "system")
-    assert s.runtime.run("start_service", "app").ok   # and it can be started again
+    assert s.runtime.claim_start("app")().ok   # and it can be started again
 
 
 def test_sigkill_while_being_stopped(stack):
     s = stack({"app": {"cmd": py_cmd(IGNORE_TERM)}})
-    s.runtime.run("start_service", "app")
+    s.runtime.claim_start("app")()
     wait_until(lambda: "up" in s.lines("app"), message="handler installed")
-    pid = s.runtime.pids()[0]
-    stopper = threading.Thread(target=s.runtime.run, args=("stop_service", "app"))
+    pid = s.runtime.process_groups()[0]
+    stopper = threading.Thread(target=s.runtime.claim_stop("app"))
     stopper.start()
     wait_until(lambda: s.runtime.status("app") == "stopping", message="stopping")
     os.kill(pid, signal.SIGKILL)
@@ -54,10 +54,10 @@ def test_sigkill_while_being_stopped(stack):
 def test_hanging_stop_cmd_is_bounded(stack, monkeypatch):
     monkeypatch.setattr(runtime_module, "STOP_CMD_TIMEOUT", 0.5)
     s = stack({"app": {"cmd": py_cmd(SLEEP), "stopCmd": py_cmd("import time;time.sleep(600)")}})
-    s.runtime.run("start_service", "app")
-    assert s.runtime.run("stop_service", "app").ok
+    s.runtime.claim_start("app")()
+    assert s.runtime.claim_stop("app")().ok
     assert "stopCmd still running after 0.5s: killed" in s.lines("app", "system")
-    assert s.runtime.pids() == []
+    assert s.runtime.process_groups() == []
     assert s.statuses("app")[-1] == "stopped"
 
 
@@ -69,7 +69,7 @@ def test_probe_that_never_answers_does_not_hold_up_stop_or_shutdown(stack):
                    "web": {"cmd": py_cmd(SLEEP), "ready": {"type": "http", "url": url}}})
         thread, result = start_in_background(s, "api")
         wait_until(lambda: s.runtime.status("api") == "running", message="probing")
-        assert s.runtime.run("stop_service", "api").ok
+        assert s.runtime.claim_stop("api")().ok
         thread.join(10)
         assert not thread.is_alive() and not result["out"].ok
         thread, result = start_in_background(s, "web")
@@ -83,18 +83,18 @@ def test_probe_that_never_answers_does_not_hold_up_stop_or_shutdown(stack):
 def test_service_that_closes_stdout_keeps_running(stack):
     code = "import os,sys,time;print('bye stdout',flush=True);os.close(1);print('still here',file=sys.stderr,flush=True);time.sleep(600)"
     s = stack({"app": {"cmd": py_cmd(code)}})
-    s.runtime.run("start_service", "app")
+    s.runtime.claim_start("app")()
     wait_until(lambda: "still here" in s.lines("app", "stderr"), message="stderr after closing stdout")
     assert "bye stdout" in s.lines("app", "stdout")
     assert s.runtime.status("app") == "running"
-    assert s.runtime.run("stop_service", "app").ok
+    assert s.runtime.claim_stop("app")().ok
     assert s.runtime.status("app") == "stopped"
 
 
 def test_ten_megabytes_of_stderr_without_newline(stack):
     code = "import os;b=b'x'*1048576\nfor _ in range(10): os.write(2,b)"
     s = stack({"flood": {"kind": "oneshot", "cmd": py_cmd(code)}})
-    assert s.runtime.run("start_service", "flood").ok
+    assert s.runtime.claim_start("flood")().ok
     pieces = s.lines("flood", "stderr")
     assert sum(map(len, pieces)) == 10 * 1048576
     assert max(map(len, pieces)) == 65536
@@ -104,7 +104,7 @@ def test_a_thousand_short_lived_children(stack):
     code = ("import os\nfor i in range(1000):\n  pid=os.fork()\n  if pid==0: os._exit(0)\n  os.waitpid(pid,0)\n"
             "print('forked 1000',flush=True)\nimport time;time.sleep(600)")
     s = stack({"forker": {"cmd": py_cmd(code)}})
-    s.runtime.run("start_service", "forker")
+    s.runtime.claim_start("forker")()
     wait_until(lambda: "forked 1000" in s.lines("forker"), timeout=60, message="forks done")
-    assert s.runtime.run("stop_service", "forker").ok
-    assert s.runtime.pids() == []
+    assert s.runtime.claim_stop("forker")().ok
+    assert s.runtime.process_groups() == []

@@ -605,7 +605,7 @@ class ShortWriter:
         self.written = b""
         self.calls = []
 
-    def sendmsg(self, buffers):
+    def sendmsg(self, buffers, *flags):
         self.calls.append(len(buffers))
         data = b"".join(bytes(b) for b in buffers)
         taken = data[:max(1, next(self.sizes, len(data)))]
@@ -617,6 +617,6 @@ class ShortWriter:
        sizes=st.lists(st.integers(1, 5000), max_size=200))
 def test_frames_are_written_whole_and_in_order_whatever_each_write_takes(frames, sizes):
     writer = ShortWriter(sizes)
-    session_module._send_frames(writer, frames)
+    session_module._send_frames(writer, frames, lambda: False)
     assert writer.written == b"".join(frames)
     assert max(writer.calls, default=0) <= session_module._IOV_MAX
