@@ -13,14 +13,29 @@ import time
 LINGER_POLL = 0.2   # seconds between checks of groups whose leader exited before them
 
 
-def group_exists(pgid):
+def group_alive(pgid):
+    """Whether group `pgid` holds a process that is not a zombie. A zombie can no longer
+    be stopped, and where nothing reaps orphans (a PID 1 that does not) it would keep
+    the group listed for good. /proc tells on Linux; elsewhere a zombie counts."""
     try:
         os.killpg(pgid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    if not os.path.isdir("/proc/self"):
+        return True
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, _ppid, group = f.read().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
 
 
 class NoGuardian:
@@ -71,7 +86,7 @@ class GroupList:
         with self._lock:
             if self._listed.get(process.pid) is not process:
                 return
-            if not group_exists(process.pid):
+            if not group_alive(process.pid):
                 self._forget(process)
                 return
             self._lingering.add(process.pid)
@@ -83,7 +98,7 @@ class GroupList:
         while True:
             time.sleep(LINGER_POLL)
             with self._lock:
-                for pgid in [p for p in self._lingering if not group_exists(p)]:
+                for pgid in [p for p in self._lingering if not group_alive(p)]:
                     self._forget(self._listed[pgid])
                 if not self._lingering:
                     self._sweeping = False

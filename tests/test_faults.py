@@ -1,9 +1,12 @@
 """Faults during operation: outside kills, hanging stop commands and probes, odd output."""
 import os
 import signal
+import socket
 import threading
 
-from conftest import free_port, py_cmd, wait_until
+import pytest
+
+from conftest import free_port, py_cmd, wait_until, write_config
 from lib import runtime as runtime_module
 
 SLEEP = "import time;print('up',flush=True);time.sleep(600)"
@@ -108,3 +111,142 @@ def test_a_thousand_short_lived_children(stack):
     wait_until(lambda: "forked 1000" in s.lines("forker"), timeout=60, message="forks done")
     assert s.runtime.claim_stop("forker")().ok
     assert s.runtime.process_groups() == []
+
+
+# ---- a probe whose attempt never ends ---------------------------------------------------
+
+class SlowHttp:
+    """A ready URL, served by a thread of the test (outside every service's group), that
+    answers one byte every 20 ms without end: an HTTP probe attempt on it never completes."""
+
+    def __init__(self):
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}/health"
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.requests = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn):
+        head = b"HTTP/1.1 200 OK\r\nX-Slow: "
+        with conn:
+            try:
+                conn.recv(65536)
+                with self._lock:
+                    self.requests += 1
+                sent = 0
+                while not self._stop.wait(0.02):   # the pace of the answer, not a wait for us
+                    conn.sendall(head[sent:sent + 1] or b"a")
+                    sent += 1
+            except OSError:
+                return
+
+    def close(self):
+        self._stop.set()
+        self._server.close()
+
+
+@pytest.fixture
+def slow_http():
+    responder = SlowHttp()
+    yield responder
+    responder.close()
+
+
+def test_slow_http_probe_holds_up_neither_stop_nor_the_next_start_nor_shutdown(stack, slow_http):
+    s = stack({"api": {"cmd": py_cmd(SLEEP), "ready": {"type": "http", "url": slow_http.url}}})
+    thread, result = start_in_background(s, "api")
+    wait_until(lambda: slow_http.requests >= 1, message="a probe attempt under way")
+    assert s.runtime.claim_stop("api")().ok
+    thread.join(10)
+    assert not thread.is_alive() and not result["out"].ok
+    thread, result = start_in_background(s, "api")     # accepted: not service_busy
+    wait_until(lambda: slow_http.requests >= 2, message="the second start's probe")
+    s.runtime.shutdown()
+    thread.join(10)
+    assert not thread.is_alive() and not result["out"].ok
+    assert s.runtime.status("api") == "stopped"
+    assert s.lines("api", "system").count("stopping") == 2    # once per stop, no more
+
+
+def test_sigterm_during_a_boot_on_a_slow_probe_exits_promptly(server, slow_http, tmp_path):
+    path = write_config(tmp_path, {"services": {
+        "api": {"cmd": py_cmd(SLEEP), "ready": {"type": "http", "url": slow_http.url}},
+        "web": {"cmd": py_cmd(SLEEP), "dependsOn": ["api"]}}})
+    flowlayer = server("-c", path)
+    wait_until(lambda: slow_http.requests >= 1, message="the boot's probe attempt")
+    assert flowlayer.stop(timeout=20) == 0
+    assert [line for line in flowlayer.lines if line.endswith("| stopping")] == [
+        next(line for line in flowlayer.lines if line.endswith("| stopping"))]
+    assert any("boot: startup cancelled: 0 running, 0 done, 1 failed_start" in line
+               for line in flowlayer.lines)
+    assert any("shutdown: complete" in line for line in flowlayer.lines)
+
+
+# ---- the orphan guardian's list ------------------------------------------------------------
+
+class RecordingGuardian:
+    """The guardian's list as the server's messages leave it; a forget of a group that is
+    not listed (sent before its watch) is recorded."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.listed = set()
+        self.early_forgets = []
+
+    def watch(self, pgid):
+        with self._lock:
+            self.listed.add(pgid)
+
+    def forget(self, pgid):
+        with self._lock:
+            if pgid not in self.listed:
+                self.early_forgets.append(pgid)
+            self.listed.discard(pgid)
+
+
+def guarded_runtime(tmp_path, services):
+    from lib.config import load
+    from lib.logstore import LogStore
+    from lib.runtime import Runtime
+    guardian = RecordingGuardian()
+    store = LogStore()
+    runtime = Runtime(load(write_config(tmp_path, {"services": services})), store, guardian)
+    return runtime, store, guardian
+
+
+def test_quick_exits_leave_nothing_on_the_guardians_list(tmp_path):
+    runtime, store, guardian = guarded_runtime(tmp_path, {"job": {"kind": "oneshot", "cmd": ["true"]}})
+    try:
+        for _ in range(100):
+            assert runtime.claim_start("job")().ok
+        assert guardian.early_forgets == []
+        wait_until(lambda: not guardian.listed, message=f"an empty list, not {guardian.listed}")
+    finally:
+        runtime.shutdown()
+        store.close()
+
+
+def test_a_group_that_outlives_its_leader_is_forgotten_once_empty(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    code = ("import subprocess\n"
+            "p=subprocess.Popen(['sleep','600'],stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL)\n"
+            f"open({str(pidfile)!r},'w').write(str(p.pid))")
+    runtime, store, guardian = guarded_runtime(tmp_path, {"job": {"kind": "oneshot", "cmd": py_cmd(code)}})
+    try:
+        assert runtime.claim_start("job")().ok
+        grandchild = int(pidfile.read_text())
+        assert guardian.listed == {os.getpgid(grandchild)}   # still ours: still listed
+        os.kill(grandchild, signal.SIGKILL)
+        wait_until(lambda: not guardian.listed, message="the emptied group forgotten")
+    finally:
+        runtime.shutdown()
+        store.close()

@@ -3,12 +3,15 @@ import os
 import signal
 import socket
 import threading
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import free_port, py_cmd, wait_until
 from lib import runtime as runtime_module
 from lib.runtime import ServiceBusy, UnknownService
+from lib.service_state import ServiceState
+from lib.summary import boot_summary
 
 LISTEN_TCP = (
     "import socket,sys,time;time.sleep(0.1);"
@@ -330,3 +333,89 @@ def test_boot_after_shutdown_began_is_cancelled(stack):
     assert s.runtime.boot().ok
     assert s.statuses("app") == []
     assert any(m.startswith("boot: startup cancelled: 0 running") for m in s.lines("flowlayer"))
+
+
+def test_a_raising_status_subscriber_is_reported_once_and_stops_nothing(stack):
+    s = stack({"app": {"cmd": py_cmd(SLEEP)}})
+
+    def broken(event):
+        raise RuntimeError("boom")
+
+    s.runtime.subscribe(broken)
+    later = []
+    s.runtime.subscribe(later.append)
+    assert s.runtime.claim_start("app")().ok
+    assert s.runtime.claim_stop("app")().ok
+    assert [e.status for e in later] == ["starting", "running", "stopping", "stopped"]
+    warnings = [m for m in s.lines("flowlayer") if "status subscriber" in m]
+    assert len(warnings) == 1 and "boom" in warnings[0] and warnings[0].startswith("warning: ")
+
+
+# ---- the boot summary, as a pure function ------------------------------------------------
+
+@pytest.mark.parametrize("results, statuses, cancelled, line", [
+    ({}, {}, False, "boot: startup ok: 0 running, 0 done, 0 failed_start, 0 blocked (1.50s)"),
+    ({"a": "ok", "b": "ok", "c": "ok"}, {"a": "running", "b": "ready", "c": "stopped"}, False,
+     "boot: startup ok: 2 running, 1 done, 0 failed_start, 0 blocked (1.50s)"),
+    ({"a": "ok", "b": "failed", "c": "blocked"}, {"a": "failed", "b": "failed", "c": "unknown"},
+     False, "boot: startup incomplete: 0 running, 0 done, 2 failed_start, 1 blocked (1.50s)"),
+    ({"a": "ok", "b": "failed"}, {"a": "ready", "b": "stopped"}, True,
+     "boot: startup cancelled: 1 running, 0 done, 1 failed_start, 0 blocked (1.50s)"),
+])
+def test_boot_summary_line(results, statuses, cancelled, line):
+    assert boot_summary(results, statuses, cancelled, 1.5) == line
+
+
+# ---- the state object's transitions, without processes -------------------------------------
+
+def state(kind="daemon", ready=None, stop_cmd=None):
+    cfg = SimpleNamespace(name="svc", kind=kind, ready=ready, stop_cmd=stop_cmd)
+    seen = []
+    svc = ServiceState(cfg, {}, lambda s: seen.append(s.status), lambda s, m: seen.append(m))
+    return svc, seen
+
+
+PROBE = SimpleNamespace(type="tcp", port=1, url=None)
+
+
+def test_an_exit_before_the_spawn_is_recorded_resolves_at_the_spawn():
+    svc, seen = state(ready=PROBE)
+    run = svc.begin_start()
+    svc.begin_spawn(run)
+    svc.exited(run, 3)
+    assert svc.status == "starting" and run.outcome is None
+    assert svc.spawned(run, object()) is False
+    assert seen == ["starting", "exited (code 3)", "running",
+                    "failed_start: process exited before ready (exit code 3)", "failed"]
+    assert run.outcome is False and run.cancel.is_set() and not svc.alive
+
+
+def test_a_probe_that_passes_after_the_stop_is_ignored():
+    svc, seen = state(ready=PROBE)
+    run = svc.begin_start()
+    svc.begin_spawn(run)
+    assert svc.spawned(run, object()) is True       # the start now waits on the probe
+    assert svc.start_busy
+    svc.begin_stop()
+    assert run.outcome is False and not svc.starting   # the stop resolved the start
+    svc.probe_passed(run)
+    assert svc.status == "stopping"
+    svc.exited(run, -15)
+    svc.stopped()
+    assert seen == ["starting", "running", "stopping", "stopping", "exited (signal SIGTERM)",
+                    "stopped"]
+    assert not svc.start_busy and svc.begin_start() is not run
+
+
+def test_transitions_refuse_what_is_not_legal():
+    svc, _ = state()
+    run = svc.begin_start()
+    with pytest.raises(AssertionError):
+        svc.begin_start()             # a start is in flight
+    with pytest.raises(AssertionError):
+        svc.stopped()                 # not stopping
+    svc.begin_spawn(run)
+    svc.spawned(run, object())
+    assert run.outcome is True and svc.satisfied
+    with pytest.raises(AssertionError):
+        svc.probe_passed(run)         # a daemon without probe is already resolved
