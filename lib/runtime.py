@@ -65,7 +65,7 @@ class Runtime:
     def __init__(self, config, store, guardian=None):
         self.config = config
         self.store = store
-        self.groups = GroupList(guardian)
+        self._groups = GroupList(guardian)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._services = {name: ServiceState(cfg, service_env(cfg), self._announce, self._log)
@@ -360,7 +360,7 @@ class Runtime:
                 svc.failed_start(run, str(exc))
             return
         try:
-            self.groups.watch(proc)    # before any forget of this run can be sent
+            self._groups.watch(proc)    # before any forget of this run can be sent
         finally:
             run.watched.set()
         with self._locked():
@@ -383,7 +383,7 @@ class Runtime:
 
     def _on_exit(self, svc, run, proc, code):
         run.watched.wait()
-        self.groups.leader_exited(proc)
+        self._groups.leader_exited(proc)
         with self._locked():
             svc.exited(run, code)
 
@@ -399,7 +399,7 @@ class Runtime:
             self._changed.wait_for(lambda: run is None or not run.spawning)
             proc = run.process if run is not None else None
             exited = proc is not None and run.exited
-        if exited and not self.groups.holds(proc):
+        if exited and not self._groups.holds(proc):
             proc = None   # its leader exited and its group is gone: the id may be reused
         if run_stop_cmd:
             self._run_stop_cmd(svc)
@@ -407,7 +407,7 @@ class Runtime:
             proc.terminate(grace=STOP_GRACE)
             with self._locked():
                 self._changed.wait_for(lambda: run.exited)
-            self.groups.forget(proc)
+            self._groups.forget(proc)
         if svc.cfg.port > 0:
             probes.wait_port_free(svc.cfg.port, PORT_RELEASE_TIMEOUT)
         with self._locked():
@@ -423,7 +423,7 @@ class Runtime:
             with self._lock:
                 self._log(svc, f"stopCmd failed: {exc}")
             return
-        self.groups.watch(proc)
+        self._groups.watch(proc)
         with self._lock:
             self._helpers.add(proc)
         try:
@@ -433,7 +433,7 @@ class Runtime:
             proc.terminate(grace=0)
             done.wait()
         finally:
-            self.groups.forget(proc)
+            self._groups.forget(proc)
             with self._lock:
                 self._helpers.discard(proc)
 
