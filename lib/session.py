@@ -14,8 +14,8 @@ import errno
 import json
 import logging
 import queue
-import select
 import socket
+import struct
 import threading
 import time
 from hmac import compare_digest
@@ -51,7 +51,7 @@ HEAD_TIMEOUT = 5.0             # seconds to receive a request's line and headers
 MAX_HEAD = 32 << 10            # bytes of a request's line and headers
 CLOSE_TIMEOUT = 2.0            # seconds a closing connection may take to flush and hang up
 ACCEPT_POLL = 0.2              # seconds between the accept loop's shutdown checks
-SEND_POLL = 0.1                # seconds between checks for a cut while a client does not read
+SEND_POLL_US = 100_000         # microseconds between checks for a cut while a client does not read
 _IOV_MAX = 1024                # buffers per sendmsg() call (the Linux limit)
 
 CLOSE_GOING_AWAY = 1001
@@ -94,17 +94,17 @@ def _send_frames(sock, frames, cut):
     """Write frames back to back, many per system call, without first joining them: a
     joined backlog (up to megabytes, on every connection's thread) is what made the C
     allocator's footprint grow under steady load, although Python freed each buffer.
-    While the client does not read, `cut()` is asked every SEND_POLL seconds; when it
-    says so the write ends with ConnectionAbortedError."""
+    While the client does not read, a write times out every SEND_POLL_US (the socket's
+    send timeout) and `cut()` is asked; when it says so the write ends with
+    ConnectionAbortedError."""
     views = [memoryview(frame) for frame in frames]
     first = 0
     while first < len(views):
         try:
-            sent = sock.sendmsg(views[first:first + _IOV_MAX], (), socket.MSG_DONTWAIT)
+            sent = sock.sendmsg(views[first:first + _IOV_MAX])
         except BlockingIOError:
             if cut():
                 raise ConnectionAbortedError("connection cut") from None
-            select.select([], [sock], [], SEND_POLL)
             continue
         while first < len(views) and sent >= len(views[first]):
             sent -= len(views[first])
@@ -328,6 +328,10 @@ class _Connection:
         self._aborted = False
         self._sender = threading.Thread(target=self._send_loop, name="session-sender",
                                         daemon=True)
+        # A send blocked on a client that does not read wakes up now and then (receives
+        # are not affected), so that the sender sees when the connection is to be cut.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        struct.pack("ll", 0, SEND_POLL_US))
 
     def run(self):
         runtime = self.server.runtime

@@ -605,7 +605,7 @@ class ShortWriter:
         self.written = b""
         self.calls = []
 
-    def sendmsg(self, buffers, *flags):
+    def sendmsg(self, buffers):
         self.calls.append(len(buffers))
         data = b"".join(bytes(b) for b in buffers)
         taken = data[:max(1, next(self.sizes, len(data)))]
