@@ -1,4 +1,4 @@
-"""FlowLayer protocol V1: envelopes, validation of client messages, error codes.
+"""FlowLayer protocol V1: envelopes, validation of client envelopes (SPEC 5.2), error codes.
 
 Pure functions shared by the server and the client; no sockets here. Every message is
 one JSON object `{"type", "id", "name", "payload"}` whose keys that do not apply are
@@ -13,9 +13,6 @@ from .entry import SERVER, entries_json
 
 PROTOCOL_VERSION = 1
 SERVER_NAME = "flowlayer"
-COMMANDS = ("get_snapshot", "get_logs", "start_service", "stop_service", "restart_service",
-            "start_all", "stop_all")
-SERVICE_COMMANDS = ("start_service", "stop_service", "restart_service")
 SERVER_LOG_SCOPE = SERVER   # get_logs scope of the server's own lines
 
 # Envelope errors of SPEC 5.2, answered with an `error` message.
@@ -26,10 +23,10 @@ MISSING_NAME = "missing_name"
 INVALID_PAYLOAD = "invalid_payload"
 UNSUPPORTED_MESSAGE_TYPE = "unsupported_message_type"
 UNKNOWN_TYPE = "unknown_type"
-# Command rejections of SPEC 5.3, answered with `ack {"accepted": false}` (the runtime
-# refuses its own commands with unknown_service and service_busy).
+# Command rejections of SPEC 5.3, answered with `ack {"accepted": false}`.
 UNKNOWN_COMMAND = "unknown_command"
 UNKNOWN_SERVICE = "unknown_service"
+SERVICE_BUSY = "service_busy"
 # Result errors.
 START_FAILED = "start_failed"
 INTERNAL_ERROR = "internal_error"
@@ -78,9 +75,10 @@ def event(name, payload):
     return envelope("event", name=name, payload=payload)
 
 
-def hello():
+def hello(capabilities):
+    """The first event of a session; `capabilities` are the server's command names."""
     return event("hello", {"protocol_version": PROTOCOL_VERSION, "server": SERVER_NAME,
-                           "capabilities": list(COMMANDS)})
+                           "capabilities": list(capabilities)})
 
 
 def snapshot_event(services):
@@ -187,48 +185,3 @@ def _payload_well_formed(type, payload):
     key, kind = {"ack": ("accepted", bool), "result": ("ok", bool),
                  "error": ("code", str)}[type]
     return isinstance(payload.get(key), kind)
-
-
-def _is_int(value, minimum):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def check_command(cmd, log_scopes):
-    """Validate a command's name and payload (SPEC 5.3); return its arguments as a dict.
-
-    `log_scopes` holds the names get_logs accepts as `service`. Raises ProtocolError
-    (unknown_command, invalid_payload, unknown_service) answered by a refusing ack. The
-    existence of a service for the runtime commands is the runtime's to check.
-    """
-    if cmd.name not in COMMANDS:
-        raise ProtocolError(UNKNOWN_COMMAND, f'unknown command "{cmd.name}"', cmd.id)
-    payload = {} if cmd.payload is None else cmd.payload
-    if not isinstance(payload, dict):
-        raise ProtocolError(INVALID_PAYLOAD, "payload must be an object", cmd.id)
-    if cmd.name in SERVICE_COMMANDS:
-        service = payload.get("service")
-        if service is None:
-            raise ProtocolError(INVALID_PAYLOAD, "payload.service is required", cmd.id)
-        if not isinstance(service, str):
-            raise ProtocolError(INVALID_PAYLOAD, "payload.service must be a string", cmd.id)
-        return {"service": service}
-    if cmd.name == "get_logs":
-        return _check_get_logs(cmd.id, payload, log_scopes)
-    return {}
-
-
-def _check_get_logs(id, payload, log_scopes):
-    args = {key: payload.get(key) for key in ("service", "limit", "after_seq", "before_seq")}
-    service = args["service"]
-    if service is not None and not isinstance(service, str):
-        raise ProtocolError(INVALID_PAYLOAD, "payload.service must be a string", id)
-    for key, minimum in (("limit", 1), ("after_seq", 0), ("before_seq", 1)):
-        if args[key] is not None and not _is_int(args[key], minimum):
-            relation = "> 0" if minimum else ">= 0"
-            raise ProtocolError(INVALID_PAYLOAD, f"payload.{key} must be an integer {relation}",
-                                id)
-    if args["after_seq"] is not None and args["before_seq"] is not None:
-        raise ProtocolError(INVALID_PAYLOAD, "after_seq and before_seq cannot be combined", id)
-    if service is not None and service not in log_scopes:
-        raise ProtocolError(UNKNOWN_SERVICE, f'service "{service}" is not defined', id)
-    return args

@@ -15,17 +15,17 @@ import json
 import logging
 import queue
 import socket
+import struct
 import threading
 import time
 from hmac import compare_digest
 from http import HTTPStatus
 from socketserver import BaseRequestHandler, TCPServer
 
-from . import protocol
+from . import commands, protocol
 from .framing import (CLOSE_GOING_AWAY, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FrameDecoder,
                       close_frame, close_reply, encode_frame)
 from .protocol import ProtocolError
-from .runtime import Rejected
 
 
 def _import_websocket_server():
@@ -53,6 +53,7 @@ HEAD_TIMEOUT = 5.0             # seconds to receive a request's line and headers
 MAX_HEAD = 32 << 10            # bytes of a request's line and headers
 CLOSE_TIMEOUT = 2.0            # seconds a closing connection may take to flush and hang up
 ACCEPT_POLL = 0.2              # seconds between the accept loop's shutdown checks
+SEND_POLL_US = 100_000         # microseconds between checks for a cut while a client does not read
 _IOV_MAX = 1024                # buffers per sendmsg() call (the Linux limit)
 _READ_SIZE = 1 << 16           # bytes asked of a connection's socket per read
 
@@ -70,14 +71,22 @@ def _log_frames(entries):
                      for text in protocol.log_events_json(entries)])
 
 
-def _send_frames(sock, frames):
+def _send_frames(sock, frames, cut):
     """Write frames back to back, many per system call, without first joining them: a
     joined backlog (up to megabytes, on every connection's thread) is what made the C
-    allocator's footprint grow under steady load, although Python freed each buffer."""
+    allocator's footprint grow under steady load, although Python freed each buffer.
+    While the client does not read, a write times out every SEND_POLL_US (the socket's
+    send timeout) and `cut()` is asked; when it says so the write ends with
+    ConnectionAbortedError."""
     views = [memoryview(frame) for frame in frames]
     first = 0
     while first < len(views):
-        sent = sock.sendmsg(views[first:first + _IOV_MAX])
+        try:
+            sent = sock.sendmsg(views[first:first + _IOV_MAX])
+        except BlockingIOError:
+            if cut():
+                raise ConnectionAbortedError("connection cut") from None
+            continue
         while first < len(views) and sent >= len(views[first]):
             sent -= len(views[first])
             first += 1
@@ -85,7 +94,7 @@ def _send_frames(sock, frames):
             views[first] = views[first][sent:]
 
 
-_HELLO = _message_frame(protocol.hello())
+_HELLO = _message_frame(protocol.hello(commands.NAMES))
 
 
 class _HttpError(Exception):
@@ -271,6 +280,10 @@ class _Connection:
         self._aborted = False
         self._sender = threading.Thread(target=self._send_loop, name="session-sender",
                                         daemon=True)
+        # A send blocked on a client that does not read wakes up now and then (receives
+        # are not affected), so that the sender sees when the connection is to be cut.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        struct.pack("ll", 0, SEND_POLL_US))
 
     def run(self):
         runtime = self.server.runtime
@@ -313,27 +326,33 @@ class _Connection:
     # -- sending
 
     def _send_loop(self):
+        """Write the outbox until its last frame. Cut the connection when a write fails
+        or when `_put` marked it (logged here, on the connection's own thread)."""
         try:
             while True:
                 frames, last = self.outbox.take()
                 if frames:
-                    _send_frames(self.sock, frames)
+                    _send_frames(self.sock, frames, lambda: self._aborted)
                 if last:
-                    return
+                    break
         except OSError:
+            self.abort()
+        if self._aborted:
+            logger.warning("session: closing a connection with more than %d messages or "
+                           "%d MiB waiting (its client stopped reading)", MAX_BACKLOG,
+                           MAX_BACKLOG_BYTES >> 20)
             self.abort()
 
     def _send(self, message):
         self._put(_message_frame(message))
 
     def _put(self, frame):
+        """Queue a frame. Past the backlog limits the connection is only marked to be cut
+        and its queue dropped: this runs on any thread (the runtime's, under its lock), so
+        the sender, the connection's own thread, logs and closes the socket."""
         if not self.outbox.put(frame) and not self._aborted:
             self._aborted = True
-            logger.warning("session: closing a connection with more than %d messages or "
-                           "%d MiB waiting (its client stopped reading)", MAX_BACKLOG,
-                           MAX_BACKLOG_BYTES >> 20)
             self.outbox.drop()
-            self.abort()
 
     def _on_status(self, event):
         """Runtime subscriber: called under the runtime lock, so it only enqueues."""
@@ -378,50 +397,30 @@ class _Connection:
         self._dispatch(command)
 
     def _dispatch(self, command):
-        """Ack at once (SPEC 5.3); answer get_snapshot here and the rest on a worker."""
-        server, id = self.server, command.id
+        """Ack at once (SPEC 5.3), then answer: inline or on a worker, per the table."""
+        id = command.id
         try:
-            args = protocol.check_command(command, server.log_scopes)
-            if command.name in ("get_snapshot", "get_logs"):
-                action = None
-            else:
-                action = server.runtime.prepare(command.name, args.get("service"))
-        except (ProtocolError, Rejected) as exc:
+            work, inline = commands.prepare(self.server, command)
+        except ProtocolError as exc:
             self._send(protocol.ack(id, exc.code, exc.message))
             return
         self._send(protocol.ack(id))
-        if command.name == "get_snapshot":
-            self._send(protocol.result_ok(id, {"services": server.runtime.snapshot()}))
-        elif command.name == "get_logs":
-            self._in_worker(id, lambda: self._get_logs(id, **args))
+        if inline:
+            self._put(encode_frame(work().encode("ascii")))
         else:
-            self._in_worker(id, lambda: self._outcome_frame(id, action()))
+            self._in_worker(id, work)
 
     def _in_worker(self, id, work):
-        """Run `work` (which returns the result frame) on its own thread."""
+        """Run `work` (which returns the result's JSON text) on its own thread."""
         def run():
             try:
-                frame = work()
+                text = work()
             except Exception as exc:   # a bug must still answer the command
                 logger.exception("session: command %s failed", id)
-                frame = _message_frame(protocol.result_error(
+                text = protocol.encode(protocol.result_error(
                     id, protocol.INTERNAL_ERROR, f"internal error: {exc}"))
-            self._put(frame)
+            self._put(encode_frame(text.encode("ascii")))
         threading.Thread(target=run, name="session-command", daemon=True).start()
-
-    def _get_logs(self, id, service, limit, after_seq, before_seq):
-        limit = limit or self.server.config.log_limit(service)
-        entries, truncated = self.server.store.query(
-            service=service, limit=limit, after_seq=after_seq, before_seq=before_seq)
-        text = protocol.logs_result_json(id, entries, truncated, limit)
-        return encode_frame(text.encode("ascii"))
-
-    @staticmethod
-    def _outcome_frame(id, outcome):
-        if outcome.ok:
-            return _message_frame(protocol.result_ok(id))
-        return _message_frame(protocol.result_error(
-            id, protocol.START_FAILED, outcome.message, outcome.failed_services))
 
 
 # ---- the server ----------------------------------------------------------------------------

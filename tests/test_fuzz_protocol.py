@@ -627,6 +627,6 @@ class ShortWriter:
        sizes=st.lists(st.integers(1, 5000), max_size=200))
 def test_frames_are_written_whole_and_in_order_whatever_each_write_takes(frames, sizes):
     writer = ShortWriter(sizes)
-    session_module._send_frames(writer, frames)
+    session_module._send_frames(writer, frames, lambda: False)
     assert writer.written == b"".join(frames)
     assert max(writer.calls, default=0) <= session_module._IOV_MAX

@@ -3,12 +3,15 @@ import os
 import signal
 import socket
 import threading
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import free_port, py_cmd, wait_until
 from lib import runtime as runtime_module
-from lib.runtime import Rejected
+from lib.runtime import ServiceBusy, UnknownService
+from lib.service_state import ServiceState
+from lib.summary import boot_summary
 
 LISTEN_TCP = (
     "import socket,sys,time;time.sleep(0.1);"
@@ -26,7 +29,7 @@ SLEEP = "import time;print('up',flush=True);time.sleep(600)"
 
 def test_daemon_without_probe_is_running(stack):
     s = stack({"app": {"cmd": py_cmd(SLEEP)}})
-    assert s.runtime.run("start_service", "app").ok
+    assert s.runtime.claim_start("app")().ok
     assert s.statuses("app") == ["starting", "running"]
     wait_until(lambda: "up" in s.lines("app"), message="output captured")
 
@@ -34,7 +37,7 @@ def test_daemon_without_probe_is_running(stack):
 def test_tcp_probe_reaches_ready(stack):
     port = free_port()
     s = stack({"db": {"cmd": py_cmd(LISTEN_TCP) + [str(port)], "port": port, "ready": {"type": "tcp"}}})
-    assert s.runtime.run("start_service", "db").ok
+    assert s.runtime.claim_start("db")().ok
     assert s.statuses("db") == ["starting", "running", "ready"]
     assert f"ready tcp: {port}" in s.lines("db", "system")
 
@@ -43,7 +46,7 @@ def test_http_probe_reaches_ready(stack):
     port = free_port()
     url = f"http://127.0.0.1:{port}/health"
     s = stack({"api": {"cmd": py_cmd(LISTEN_HTTP) + [str(port)], "ready": {"type": "http", "url": url}}})
-    assert s.runtime.run("start_service", "api").ok
+    assert s.runtime.claim_start("api")().ok
     assert s.statuses("api") == ["starting", "running", "ready"]
     assert f"ready http: {url}" in s.lines("api", "system")
 
@@ -51,7 +54,7 @@ def test_http_probe_reaches_ready(stack):
 @pytest.mark.parametrize("code,final", [(0, "stopped"), (3, "failed")])
 def test_oneshot_resolves_on_exit_code(stack, code, final):
     s = stack({"job": {"kind": "oneshot", "cmd": py_cmd(f"print('seeding');raise SystemExit({code})")}})
-    outcome = s.runtime.run("start_service", "job")
+    outcome = s.runtime.claim_start("job")()
     assert outcome.ok == (code == 0)
     assert s.statuses("job") == ["starting", "running", final]
     assert f"exited (code {code})" in s.lines("job", "system")
@@ -59,21 +62,21 @@ def test_oneshot_resolves_on_exit_code(stack, code, final):
 
 def test_oneshot_with_probe_still_resolves_on_exit(stack):
     s = stack({"job": {"kind": "oneshot", "cmd": py_cmd("pass"), "ready": {"type": "tcp", "port": free_port()}}})
-    assert s.runtime.run("start_service", "job").ok
+    assert s.runtime.claim_start("job")().ok
     assert s.statuses("job") == ["starting", "running", "stopped"]
 
 
 @pytest.mark.parametrize("code,final", [(0, "stopped"), (1, "failed")])
 def test_daemon_that_quits_is_not_restarted(stack, code, final):
     s = stack({"app": {"cmd": py_cmd(f"import sys;sys.stdin.read() if False else None;raise SystemExit({code})")}})
-    s.runtime.run("start_service", "app")
+    s.runtime.claim_start("app")()
     wait_until(lambda: s.statuses("app")[-1:] == [final], message=final)
     assert s.statuses("app") == ["starting", "running", final]
 
 
 def test_exit_before_ready_fails_the_start(stack):
     s = stack({"api": {"cmd": py_cmd("raise SystemExit(3)"), "ready": {"type": "tcp", "port": free_port()}}})
-    outcome = s.runtime.run("start_service", "api")
+    outcome = s.runtime.claim_start("api")()
     assert not outcome.ok and outcome.failed_services == ["api"]
     assert s.statuses("api") == ["starting", "running", "failed"]
     assert "failed_start: process exited before ready (exit code 3)" in s.lines("api", "system")
@@ -81,7 +84,7 @@ def test_exit_before_ready_fails_the_start(stack):
 
 def test_spawn_failure(stack):
     s = stack({"ghost": {"cmd": "no-such-program-flowlayer --flag"}})
-    outcome = s.runtime.run("start_service", "ghost")
+    outcome = s.runtime.claim_start("ghost")()
     assert not outcome.ok
     assert s.statuses("ghost") == ["starting", "failed"]
     assert any(line.startswith("failed_start: ") and "no-such-program-flowlayer" in line
@@ -93,7 +96,7 @@ def test_port_in_use_fails_before_spawn(stack, tmp_path):
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         s = stack({"api": {"cmd": py_cmd(f"open({str(marker)!r},'w')"), "port": port}})
-        assert not s.runtime.run("start_service", "api").ok
+        assert not s.runtime.claim_start("api")().ok
     assert s.statuses("api") == ["starting", "failed"]
     assert f"failed_start: port {port} is already in use" in s.lines("api", "system")
     assert not marker.exists()
@@ -106,7 +109,7 @@ def test_blocked_dependents_stay_where_they_were(stack):
         "api": {"cmd": py_cmd(SLEEP), "dependsOn": ["db", "cache"]},
         "web": {"cmd": py_cmd(SLEEP), "dependsOn": ["api"]},
     })
-    outcome = s.runtime.run("start_all")
+    outcome = s.runtime.claim_start_all()()
     assert not outcome.ok
     assert outcome.failed_services == ["api", "db", "web"]
     assert s.statuses("api") == [] and s.statuses("web") == []
@@ -122,12 +125,12 @@ def test_waves_start_in_order_and_stop_in_reverse(stack):
         "api": {"cmd": py_cmd(SLEEP), "dependsOn": ["db"]},
         "web": {"cmd": py_cmd(SLEEP), "dependsOn": ["api"]},
     })
-    assert s.runtime.run("start_all").ok
+    assert s.runtime.claim_start_all()().ok
     order = [(e.service, e.status) for e in s.events]
     assert order.index(("db", "ready")) < order.index(("api", "starting"))
     assert order.index(("api", "running")) < order.index(("web", "starting"))
     s.events.clear()
-    assert s.runtime.run("stop_all").ok
+    assert s.runtime.claim_stop_all()().ok
     stops = [e.service for e in s.events if e.status == "stopping"]
     assert stops == ["web", "api", "db"]
     assert all(s.runtime.status(n) == "stopped" for n in ("db", "api", "web"))
@@ -139,34 +142,34 @@ def test_start_service_starts_missing_dependencies_first(stack):
         "api": {"cmd": py_cmd(SLEEP), "dependsOn": ["db"]},
         "other": {"cmd": py_cmd(SLEEP)},
     })
-    assert s.runtime.run("start_service", "api").ok
+    assert s.runtime.claim_start("api")().ok
     assert s.statuses("db") == ["starting", "running", "stopped"]
     assert s.statuses("other") == []
     # An exited oneshot runs again on start_service, but start_all leaves it done.
-    assert s.runtime.run("start_service", "db").ok
+    assert s.runtime.claim_start("db")().ok
     assert s.statuses("db").count("starting") == 2
-    assert s.runtime.run("start_all").ok
+    assert s.runtime.claim_start_all()().ok
     assert s.statuses("db").count("starting") == 2
 
 
 def test_start_of_a_running_service_has_nothing_to_do(stack):
     s = stack({"app": {"cmd": py_cmd(SLEEP)}})
-    s.runtime.run("start_service", "app")
+    s.runtime.claim_start("app")()
     before = list(s.events)
-    assert s.runtime.run("start_service", "app").ok
+    assert s.runtime.claim_start("app")().ok
     assert s.events == before
 
 
 def test_stop_of_a_stopped_service_emits_nothing(stack):
     s = stack({"app": {"cmd": py_cmd(SLEEP)}})
-    assert s.runtime.run("stop_service", "app").ok
+    assert s.runtime.claim_stop("app")().ok
     assert s.events == []
 
 
 def test_restart(stack):
     s = stack({"app": {"cmd": py_cmd(SLEEP)}})
-    s.runtime.run("start_service", "app")
-    assert s.runtime.run("restart_service", "app").ok
+    s.runtime.claim_start("app")()
+    assert s.runtime.claim_restart("app")().ok
     assert s.statuses("app") == ["starting", "running", "stopping", "stopped", "starting", "running"]
 
 
@@ -175,9 +178,9 @@ def test_sigterm_ignoring_service_is_killed_after_grace(stack, monkeypatch):
     code = ("import signal,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
             "print('stubborn',flush=True);time.sleep(600)")
     s = stack({"app": {"cmd": py_cmd(code)}})
-    s.runtime.run("start_service", "app")
+    s.runtime.claim_start("app")()
     wait_until(lambda: "stubborn" in s.lines("app"), message="handler installed")
-    assert s.runtime.run("stop_service", "app").ok
+    assert s.runtime.claim_stop("app")().ok
     assert s.statuses("app")[-2:] == ["stopping", "stopped"]
     assert "exited (signal SIGKILL)" in s.lines("app", "system")
 
@@ -189,8 +192,8 @@ def test_stop_cmd_runs_with_the_service_env(stack, tmp_path):
         "stopCmd": py_cmd(f"import os;print('bye', os.environ['GREETING']);open({str(out)!r},'w').write('x')"),
         "env": {"GREETING": "hello-env"},
     }})
-    s.runtime.run("start_service", "app")
-    s.runtime.run("stop_service", "app")
+    s.runtime.claim_start("app")()
+    s.runtime.claim_stop("app")()
     assert out.exists()
     assert "bye hello-env" in s.lines("app", "stdout")
 
@@ -202,10 +205,10 @@ def test_oneshot_stop_cmd_runs_once_after_exit(stack, tmp_path):
         "cmd": py_cmd("pass"),
         "stopCmd": py_cmd(f"open({str(count)!r},'a').write('x')"),
     }})
-    s.runtime.run("start_service", "seed")
-    s.runtime.run("stop_service", "seed")
+    s.runtime.claim_start("seed")()
+    s.runtime.claim_stop("seed")()
     assert s.statuses("seed") == ["starting", "running", "stopped", "stopping", "stopped"]
-    s.runtime.run("stop_service", "seed")
+    s.runtime.claim_stop("seed")()
     assert count.read_text() == "x"
     assert s.statuses("seed") == ["starting", "running", "stopped", "stopping", "stopped"]
 
@@ -213,10 +216,10 @@ def test_oneshot_stop_cmd_runs_once_after_exit(stack, tmp_path):
 def test_stop_abandons_a_pending_start(stack):
     s = stack({"api": {"cmd": py_cmd(SLEEP), "ready": {"type": "tcp", "port": free_port()}}})
     result = {}
-    starter = threading.Thread(target=lambda: result.update(out=s.runtime.run("start_service", "api")))
+    starter = threading.Thread(target=lambda: result.update(out=s.runtime.claim_start("api")()))
     starter.start()
     wait_until(lambda: s.runtime.status("api") == "running", message="probing")
-    assert s.runtime.run("stop_service", "api").ok
+    assert s.runtime.claim_stop("api")().ok
     starter.join(timeout=15)
     assert not result["out"].ok and result["out"].failed_services == ["api"]
     assert s.statuses("api") == ["starting", "running", "stopping", "stopped"]
@@ -225,22 +228,21 @@ def test_stop_abandons_a_pending_start(stack):
 def test_busy_rules(stack):
     s = stack({"api": {"cmd": py_cmd(SLEEP), "ready": {"type": "tcp", "port": free_port()}},
                "other": {"cmd": py_cmd(SLEEP)}})
-    threading.Thread(target=s.runtime.run, args=("start_service", "api"), daemon=True).start()
+    threading.Thread(target=s.runtime.claim_start("api"), daemon=True).start()
     wait_until(lambda: s.runtime.status("api") == "running", message="probing")
-    for command in ("start_service", "restart_service"):
-        with pytest.raises(Rejected) as info:
-            s.runtime.prepare(command, "api")
-        assert info.value.code == "service_busy"
-    with pytest.raises(Rejected) as info:
-        s.runtime.prepare("start_service", "nope")
-    assert (info.value.code, info.value.message) == ("unknown_service", 'service "nope" is not defined')
-    stop_all = s.runtime.prepare("stop_all")
-    with pytest.raises(Rejected):
-        s.runtime.prepare("stop_all")
-    with pytest.raises(Rejected):
-        s.runtime.prepare("start_all")
+    for claim in (s.runtime.claim_start, s.runtime.claim_restart):
+        with pytest.raises(ServiceBusy):
+            claim("api")
+    with pytest.raises(UnknownService) as info:
+        s.runtime.claim_start("nope")
+    assert str(info.value) == 'service "nope" is not defined'
+    stop_all = s.runtime.claim_stop_all()
+    with pytest.raises(ServiceBusy):
+        s.runtime.claim_stop_all()
+    with pytest.raises(ServiceBusy):
+        s.runtime.claim_start_all()
     assert stop_all().ok
-    assert s.runtime.prepare("start_service", "other")().ok
+    assert s.runtime.claim_start("other")().ok
 
 
 def test_stop_all_cuts_a_boot_short(stack):
@@ -251,7 +253,7 @@ def test_stop_all_cuts_a_boot_short(stack):
     booted = threading.Thread(target=s.runtime.boot)
     booted.start()
     wait_until(lambda: s.runtime.status("db") == "running", message="db probing")
-    assert s.runtime.run("stop_all").ok
+    assert s.runtime.claim_stop_all()().ok
     booted.join(timeout=15)
     assert s.statuses("api") == []
     summary = [m for m in s.lines("flowlayer") if "startup" in m]
@@ -276,7 +278,7 @@ def test_shutdown_leaves_no_grandchild(stack, tmp_path):
             "p=subprocess.Popen([sys.executable,'-c','import time;time.sleep(600)']);"
             f"open({str(pidfile)!r},'w').write(str(p.pid));print('spawned',flush=True);time.sleep(600)")
     s = stack({"app": {"cmd": py_cmd(code)}})
-    s.runtime.run("start_service", "app")
+    s.runtime.claim_start("app")()
     wait_until(lambda: "spawned" in s.lines("app"), message="grandchild spawned")
     grandchild = int(pidfile.read_text())
     s.runtime.shutdown()
@@ -293,7 +295,7 @@ def _alive(pid):
 
 def test_log_lines_carry_the_phase(stack):
     s = stack({"app": {"cmd": py_cmd("import time;time.sleep(0.2);print('hello',flush=True);time.sleep(600)")}})
-    s.runtime.run("start_service", "app")
+    s.runtime.claim_start("app")()
     wait_until(lambda: "hello" in s.lines("app"), message="hello")
     entries, _ = s.store.query("app", limit=100)
     assert [e.phase for e in entries if e.message == "hello"] == ["running"]
@@ -301,8 +303,8 @@ def test_log_lines_carry_the_phase(stack):
 
 def test_status_timestamps_never_decrease(stack):
     s = stack({"a": {"cmd": py_cmd(SLEEP)}, "b": {"cmd": py_cmd(SLEEP)}})
-    s.runtime.run("start_all")
-    s.runtime.run("stop_all")
+    s.runtime.claim_start_all()()
+    s.runtime.claim_stop_all()()
     stamps = [e.timestamp for e in s.events]
     assert stamps == sorted(stamps)
 
@@ -310,14 +312,14 @@ def test_status_timestamps_never_decrease(stack):
 def test_env_gets_pythonunbuffered(stack):
     s = stack({"app": {"cmd": py_cmd("import os;print(os.environ.get('PYTHONUNBUFFERED'), os.environ['X'])"),
                        "env": {"X": "y"}}})
-    s.runtime.run("start_service", "app")
+    s.runtime.claim_start("app")()
     wait_until(lambda: "1 y" in s.lines("app"), message="env printed")
 
 
 def test_kill_all_signals_every_group(stack):
     s = stack({"app": {"cmd": py_cmd(SLEEP)}})
-    s.runtime.run("start_service", "app")
-    pid = s.runtime.pids()[0]
+    s.runtime.claim_start("app")()
+    pid = s.runtime.process_groups()[0]
     s.runtime.kill_all()
     wait_until(lambda: s.runtime.status("app") == "failed", message="killed")
     assert f"exited (signal {signal.SIGKILL.name})" in s.lines("app", "system")
@@ -331,3 +333,89 @@ def test_boot_after_shutdown_began_is_cancelled(stack):
     assert s.runtime.boot().ok
     assert s.statuses("app") == []
     assert any(m.startswith("boot: startup cancelled: 0 running") for m in s.lines("flowlayer"))
+
+
+def test_a_raising_status_subscriber_is_reported_once_and_stops_nothing(stack):
+    s = stack({"app": {"cmd": py_cmd(SLEEP)}})
+
+    def broken(event):
+        raise RuntimeError("boom")
+
+    s.runtime.subscribe(broken)
+    later = []
+    s.runtime.subscribe(later.append)
+    assert s.runtime.claim_start("app")().ok
+    assert s.runtime.claim_stop("app")().ok
+    assert [e.status for e in later] == ["starting", "running", "stopping", "stopped"]
+    warnings = [m for m in s.lines("flowlayer") if "status subscriber" in m]
+    assert len(warnings) == 1 and "boom" in warnings[0] and warnings[0].startswith("warning: ")
+
+
+# ---- the boot summary, as a pure function ------------------------------------------------
+
+@pytest.mark.parametrize("results, statuses, cancelled, line", [
+    ({}, {}, False, "boot: startup ok: 0 running, 0 done, 0 failed_start, 0 blocked (1.50s)"),
+    ({"a": "ok", "b": "ok", "c": "ok"}, {"a": "running", "b": "ready", "c": "stopped"}, False,
+     "boot: startup ok: 2 running, 1 done, 0 failed_start, 0 blocked (1.50s)"),
+    ({"a": "ok", "b": "failed", "c": "blocked"}, {"a": "failed", "b": "failed", "c": "unknown"},
+     False, "boot: startup incomplete: 0 running, 0 done, 2 failed_start, 1 blocked (1.50s)"),
+    ({"a": "ok", "b": "failed"}, {"a": "ready", "b": "stopped"}, True,
+     "boot: startup cancelled: 1 running, 0 done, 1 failed_start, 0 blocked (1.50s)"),
+])
+def test_boot_summary_line(results, statuses, cancelled, line):
+    assert boot_summary(results, statuses, cancelled, 1.5) == line
+
+
+# ---- the state object's transitions, without processes -------------------------------------
+
+def state(kind="daemon", ready=None, stop_cmd=None):
+    cfg = SimpleNamespace(name="svc", kind=kind, ready=ready, stop_cmd=stop_cmd)
+    seen = []
+    svc = ServiceState(cfg, {}, lambda s: seen.append(s.status), lambda s, m: seen.append(m))
+    return svc, seen
+
+
+PROBE = SimpleNamespace(type="tcp", port=1, url=None)
+
+
+def test_an_exit_before_the_spawn_is_recorded_resolves_at_the_spawn():
+    svc, seen = state(ready=PROBE)
+    run = svc.begin_start()
+    svc.begin_spawn(run)
+    svc.exited(run, 3)
+    assert svc.status == "starting" and run.outcome is None
+    assert svc.spawned(run, object()) is False
+    assert seen == ["starting", "exited (code 3)", "running",
+                    "failed_start: process exited before ready (exit code 3)", "failed"]
+    assert run.outcome is False and run.cancel.is_set() and not svc.alive
+
+
+def test_a_probe_that_passes_after_the_stop_is_ignored():
+    svc, seen = state(ready=PROBE)
+    run = svc.begin_start()
+    svc.begin_spawn(run)
+    assert svc.spawned(run, object()) is True       # the start now waits on the probe
+    assert svc.start_busy
+    svc.begin_stop()
+    assert run.outcome is False and not svc.starting   # the stop resolved the start
+    svc.probe_passed(run)
+    assert svc.status == "stopping"
+    svc.exited(run, -15)
+    svc.stopped()
+    assert seen == ["starting", "running", "stopping", "stopping", "exited (signal SIGTERM)",
+                    "stopped"]
+    assert not svc.start_busy and svc.begin_start() is not run
+
+
+def test_transitions_refuse_what_is_not_legal():
+    svc, _ = state()
+    run = svc.begin_start()
+    with pytest.raises(AssertionError):
+        svc.begin_start()             # a start is in flight
+    with pytest.raises(AssertionError):
+        svc.stopped()                 # not stopping
+    svc.begin_spawn(run)
+    svc.spawned(run, object())
+    assert run.outcome is True and svc.satisfied
+    with pytest.raises(AssertionError):
+        svc.probe_passed(run)         # a daemon without probe is already resolved

@@ -22,7 +22,7 @@ from lib import framing
 from lib import session as session_module
 from lib.config import load
 from lib.logstore import LogStore, format_timestamp
-from lib.runtime import Outcome, Rejected, StatusEvent
+from lib.runtime import Outcome, ServiceBusy, StatusEvent, UnknownService
 from lib.session import SessionServer
 
 TOKEN = "s3cret-token"
@@ -71,12 +71,27 @@ class FakeRuntime:
             for callback in list(self.subscribers.values()):
                 callback(event)
 
-    def prepare(self, command, service=None):
+    def _claim(self, command, service=None):
         if command in SERVICE_COMMANDS and service not in self.statuses:
-            raise Rejected("unknown_service", f'service "{service}" is not defined')
+            raise UnknownService(service)
         if (command, service) in self.busy:
-            raise Rejected("service_busy", f'service "{service}" is busy')
+            raise ServiceBusy(f'service "{service}" is busy')
         return lambda: self.behaviour(command, service)
+
+    def claim_start(self, service):
+        return self._claim("start_service", service)
+
+    def claim_stop(self, service):
+        return self._claim("stop_service", service)
+
+    def claim_restart(self, service):
+        return self._claim("restart_service", service)
+
+    def claim_start_all(self):
+        return self._claim("start_all")
+
+    def claim_stop_all(self):
+        return self._claim("stop_all")
 
 
 class Env:
