@@ -82,10 +82,10 @@ def run(argv):
         sys.stdout.write(HELP)
         return 0
     config = load(path)
-    bind = flags.get("s", config.bind)
+    bind = config.bind
     if "s" in flags:
         try:
-            parse_bind(bind)
+            bind = parse_bind(flags["s"])
         except ValueError as exc:
             raise UsageError(f"-s: {exc}") from None
     token = flags.get("token", config.token)
@@ -167,7 +167,7 @@ def raise_descriptor_limit():
 def start_session(runtime, store, config, bind, token):
     # Imported here: websocket-server is only loaded when the API is enabled.
     from .session import SessionServer
-    host, port = parse_bind(bind)
+    host, port = bind
     session = SessionServer(runtime, store, config, host, port, token)
     try:
         session.start()

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import write_config
-from lib import config
+from lib import config, jsonc
 from lib.config import ConfigError, ReadySpec, load, parse_bind, read_jsonc
 
 MINIMAL = {"services": {"api": {"cmd": "python3 -c pass"}}}
@@ -90,7 +90,7 @@ def test_full_config(tmp_path):
 }
 """
     cfg = load(write_config(tmp_path, text))
-    assert (cfg.bind, cfg.token) == ("127.0.0.1:7000", "secret")
+    assert (cfg.bind, cfg.token) == (("127.0.0.1", 7000), "secret")
     assert cfg.logs_dir == os.path.join(str(tmp_path), "logs")
     assert (cfg.buffer_size, cfg.log_view_max, cfg.log_view_all_max) == (100, 50, 80)
     assert list(cfg.services) == ["cache", "db", "migrate", "web"]
@@ -126,7 +126,7 @@ def test_relative_paths_are_relative_to_the_config_dir_not_the_cwd(tmp_path, mon
 
 @pytest.mark.parametrize("bind", [6999, "6999", ":6999", "0.0.0.0:6999", "[::1]:6999", "localhost:1"])
 def test_bind_forms_are_accepted(tmp_path, bind):
-    assert load(write_config(tmp_path, with_change(top(session={"bind": bind})))).bind == bind
+    assert load(write_config(tmp_path, with_change(top(session={"bind": bind})))).bind == parse_bind(bind)
 
 
 def test_config_is_frozen(tmp_path):
@@ -410,7 +410,7 @@ def test_syntax_error_at_end_of_file(tmp_path):
 
 @pytest.mark.parametrize("text", ["", "   \n", "// only a comment\n/* and another */"])
 def test_empty_file(tmp_path, text):
-    assert expect_error(tmp_path, text) == f"{tmp_path}/flowlayer.jsonc: empty config: expected a JSON object"
+    assert expect_error(tmp_path, text) == f"{tmp_path}/flowlayer.jsonc:1:1: empty config: expected a JSON object"
 
 
 @pytest.mark.parametrize("text, shown", [("[]", "an array"), ('"x"', '"x"'), ("null", "null"), ("1", "1")])
@@ -469,7 +469,11 @@ def test_dependency_cycle_names_file_and_cycle(tmp_path):
     path = write_config(tmp_path, data)
     with pytest.raises(ConfigError) as caught:
         load(path)
-    assert str(caught.value) == f"{path}: dependency cycle: api -> db -> gateway -> api"
+    text = open(path).read()
+    before = text[:text.index("[", text.index('"api": {'))]  # up to api's dependsOn value
+    line, column = position(text, "[", before.count("[") + 1)
+    assert str(caught.value) == (f"{path}:{line}:{column}: services.api.dependsOn: "
+                                 "dependency cycle: api -> db -> gateway -> api")
 
 
 def test_load_is_deterministic(tmp_path):
@@ -611,18 +615,18 @@ def to_jsonc(draw, value, json5_syntax=False):
 @given(JSON_VALUES, st.data())
 def test_fast_path_matches_json5(value, data):
     text = gap(data.draw) + to_jsonc(data.draw, value) + gap(data.draw)
-    blanked = config._blank(text)
+    blanked = jsonc._blank(text)
     assert len(blanked) == len(text)
     assert [i for i, c in enumerate(blanked) if c == "\n"] == [i for i, c in enumerate(text) if c == "\n"]
     assert json.loads(blanked) == value  # the fast path alone parses it
-    assert config._parse(text, "f")[0] == config._json5_loads(text) == value
+    assert jsonc._parse(text, "f")[0] == jsonc._json5_loads(text) == value
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(JSON_VALUES, st.data())
 def test_json5_syntax_falls_back_to_json5(value, data):
     text = to_jsonc(data.draw, value, json5_syntax=True)
-    assert config._parse(text, "f")[0] == value
+    assert jsonc._parse(text, "f")[0] == value
 
 
 @pytest.mark.parametrize(
@@ -645,15 +649,15 @@ def test_edge_cases_match_json5(text):
     try:
         expected = json5.loads(text)
     except ValueError:
-        with pytest.raises(ConfigError, match="syntax error"):
-            config._parse(text, "f")
+        with pytest.raises(jsonc.JsoncError, match="syntax error"):
+            jsonc._parse(text, "f")
     else:
-        assert config._parse(text, "f")[0] == expected
+        assert jsonc._parse(text, "f")[0] == expected
 
 
 def test_json5_fallback_joins_escaped_surrogate_pairs():
     """json5 alone returns two lone surrogates here; json.loads (the fast path) one character."""
-    assert config._parse("{a: ['\\ud83d\\ude00']}", "f")[0] == {"a": ["\U0001f600"]}
-    with pytest.raises(ConfigError, match="f:1:27: \U0001f600: duplicate key"):
-        config._parse("{a: 1, '\\ud83d\\ude00': 2, '\U0001f600': 3}", "f")
+    assert jsonc._parse("{a: ['\\ud83d\\ude00']}", "f")[0] == {"a": ["\U0001f600"]}
+    with pytest.raises(jsonc.JsoncError, match="f:1:27: \U0001f600: duplicate key"):
+        jsonc._parse("{a: 1, '\\ud83d\\ude00': 2, '\U0001f600': 3}", "f")
 
