@@ -129,7 +129,7 @@ def serve(config, bind, token, color):
                          on_warning=lambda m: store.append_server(f"warning: {m}"))
     except OSError as exc:
         echo.close()
-        raise RuntimeFailure(f"cannot create logs dir {config.logs_dir}: {exc.strerror or exc}") from None
+        raise RuntimeFailure(f"cannot use logs dir {config.logs_dir}: {exc.strerror or exc}") from None
     store.subscribe(echo.offer)
     guardian = Guardian()
     runtime = Runtime(config, store, guardian)

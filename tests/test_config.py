@@ -4,13 +4,16 @@ import dataclasses
 import json
 import os
 import re
+import subprocess
+import sys
+import threading
 
 import json5
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import write_config
+from conftest import PY, ROOT, write_config
 from lib import config, jsonc
 from lib.config import ConfigError, ReadySpec, load, parse_bind, read_jsonc
 
@@ -455,8 +458,8 @@ def test_unreadable_file(tmp_path):
 
 def test_deep_nesting_is_a_config_error(tmp_path):
     text = '{"services": ' + "[" * 100_000 + "]" * 100_000 + "}"
-    error = expect_error(tmp_path, text)
-    assert error.startswith(f"{tmp_path}/flowlayer.jsonc:")
+    innermost = text.rindex("[") + 1
+    assert expect_error(tmp_path, text) == f"{tmp_path}/flowlayer.jsonc:1:{innermost}: nested too deeply (100001 levels)"
 
 
 def test_dependency_cycle_names_file_and_cycle(tmp_path):
@@ -661,3 +664,89 @@ def test_json5_fallback_joins_escaped_surrogate_pairs():
     with pytest.raises(jsonc.JsoncError, match="f:1:27: \U0001f600: duplicate key"):
         jsonc._parse("{a: 1, '\\ud83d\\ude00': 2, '\U0001f600': 3}", "f")
 
+
+
+# Hostile files and limits (issue 14 items 8 and 9) -------------------------------------------
+
+
+def finishes(function, timeout=20):
+    """`function()` run on a thread; fails the test if it has not returned in `timeout` s."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function()
+        except BaseException as error:  # handed to the test thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"still running after {timeout} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def test_schema_key_is_accepted_and_ignored(tmp_path):
+    plain = load(write_config(tmp_path, MINIMAL))
+    schema = "https://example.com/flowlayer.schema.json"
+    assert load(write_config(tmp_path, with_change(top(**{"$schema": schema})))) == plain
+    assert "$schema: must be a string, got 1" in expect_error(tmp_path, with_change(top(**{"$schema": 1})))
+
+
+def test_service_name_length_is_limited(tmp_path):
+    assert config.MAX_SERVICE_NAME == 200
+    assert list(load(write_config(tmp_path, {"services": {"a" * 200: {"cmd": "x"}}})).services) == ["a" * 200]
+    text = json.dumps({"services": {"a" * 250: {"cmd": "x"}}})
+    line, column = position(text, '"aaa')
+    assert expect_error(tmp_path, text) == (f"{tmp_path}/flowlayer.jsonc:{line}:{column}: services.{'a' * 250}: "
+                                            "service name is 250 characters long; the limit is 200")
+
+
+def test_fifo_config_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = str(tmp_path / "flowlayer.jsonc")
+    os.mkfifo(fifo)
+    try:
+        with pytest.raises(ConfigError) as caught:
+            finishes(lambda: load(fifo))
+    finally:  # on a failure, free the reader blocked in open()
+        descriptor = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+        os.close(descriptor)
+    assert str(caught.value) == f"{fifo}: not a regular file"
+    with pytest.raises(ConfigError, match=": not a regular file$"):
+        finishes(lambda: read_jsonc(fifo))
+
+
+def test_dev_zero_config_exits_2_at_once():
+    """Run as a process: the old code read /dev/zero until memory ran out."""
+    out = subprocess.run([PY, os.path.join(ROOT, "flowlayer.py"), "-c", "/dev/zero"], capture_output=True,
+                         text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert (out.returncode, out.stderr) == (2, "Error: /dev/zero: not a regular file\n")
+
+
+def test_config_size_is_limited(tmp_path):
+    body = json.dumps(MINIMAL)
+    path = write_config(tmp_path, body + " " * (jsonc.MAX_BYTES - len(body)))
+    assert load(path).services.keys() == {"api"}  # exactly at the limit
+    with open(path, "a") as f:
+        f.write(" ")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(caught.value) == f"{path}: larger than 16 MiB, the limit for a config file"
+
+
+@pytest.mark.parametrize("json5_syntax", [False, True])
+def test_integer_with_too_many_digits_has_a_position_and_key_path(tmp_path, json5_syntax):
+    digits = "1" * 5000
+    text = ('{services: {api: {cmd: "x", port: %s}}}' if json5_syntax
+            else '{"services": {"api": {"cmd": "x", "port": %s}}}') % digits
+    line, column = position(text, digits)
+    assert expect_error(tmp_path, text) == (f"{tmp_path}/flowlayer.jsonc:{line}:{column}: services.api.port: "
+                                            f"integer has 5000 digits; the limit is {sys.get_int_max_str_digits()}")
+
+
+def test_integers_up_to_the_digit_limit_are_read(tmp_path):
+    digits = "9" * sys.get_int_max_str_digits()
+    assert read_jsonc(write_config(tmp_path, '{"n": %s, "h": 0x%s}' % (digits, "f" * 5000))) == {
+        "n": int(digits), "h": int("f" * 5000, 16)}
