@@ -1,4 +1,5 @@
 """lib.config: JSONC parsing, strict validation (SPEC 2), error messages with positions."""
+import ast
 import copy
 import dataclasses
 import json
@@ -750,3 +751,10 @@ def test_integers_up_to_the_digit_limit_are_read(tmp_path):
     digits = "9" * sys.get_int_max_str_digits()
     assert read_jsonc(write_config(tmp_path, '{"n": %s, "h": 0x%s}' % (digits, "f" * 5000))) == {
         "n": int(digits), "h": int("f" * 5000, 16)}
+
+
+def test_jsonc_reader_imports_nothing_from_lib():
+    tree = ast.parse(open(os.path.join(ROOT, "lib", "jsonc.py"), encoding="utf-8").read())
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert imports and not [node for node in imports if isinstance(node, ast.ImportFrom) and node.level]
+    assert not [alias.name for node in imports for alias in node.names if alias.name.split(".")[0] in ("lib", "flowlayer")]
