@@ -1,29 +1,23 @@
-"""Read a FlowLayer config file (JSONC), validate it strictly, return frozen dataclasses.
-
-Parsing takes a fast path: comments and trailing commas are blanked out with spaces (so
-offsets, lines and columns still point into the original file) and the rest goes to
-`json.loads`. Only when that fails does the slow `json5` parser run, for JSON5-only syntax
-or for its error message. Every mistake is a `ConfigError` whose text reads
-`<file>:<line>:<col>: <key path>: <what is wrong>`; positions are computed by a small scan
-of the text that runs only when there is an error to report.
+"""The FlowLayer config schema: validate every key of a parsed JSONC file strictly and
+return frozen dataclasses (SPEC 2). Reading and parsing the file, and pointing at a key
+path in it, is `jsonc`'s; every mistake here is a `ConfigError` whose text reads
+`<file>:<line>:<col>: <key path>: <what is wrong>`.
 """
 import difflib
 import json
-import math
 import os
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
-import json5
-
+from . import jsonc
+from .entry import SERVER
 from .plan import find_cycle, plan_waves
 
 DEFAULT_BUFFER_SIZE = 5000
-RESERVED_SERVICE = "flowlayer"  # the service name of the server's own log lines
 
-_TOP_KEYS = ("session", "logs", "logView", "services")
+_TOP_KEYS = ("session", "logs", "logView", "services", "$schema")
 _SESSION_KEYS = ("bind", "token", "addr")
 _LOGS_KEYS = ("dir", "bufferSize")
 _LOG_VIEW_KEYS = ("maxEntries", "all")
@@ -32,6 +26,8 @@ _SERVICE_KEYS = ("cmd", "stopCmd", "kind", "port", "ready", "dependsOn", "env", 
 _READY_KEYS = {"http": ("type", "url"), "tcp": ("type", "port"), "none": ("type",)}
 _KINDS = ("daemon", "oneshot")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+MAX_SERVICE_NAME = 200  # characters (ASCII only): <name>.jsonl must fit a 255-byte file name
+_UNSAFE = re.compile("[\0\ud800-\udfff]")  # characters no OS string (argv, env, path) can hold
 
 
 class ConfigError(ValueError):
@@ -62,7 +58,7 @@ class ServiceConfig:
 @dataclass(frozen=True)
 class Config:
     path: str  # absolute
-    bind: str | int | None
+    bind: tuple | None  # (host, port), as parse_bind gives it
     token: str | None
     logs_dir: str | None  # absolute
     buffer_size: int
@@ -83,17 +79,26 @@ class Config:
 
 def load(path):
     """Read, parse and validate the config at `path`; raise ConfigError on any mistake."""
-    file = os.fspath(path)
-    data, blanked = _read_object(file)
+    document = _read_object(path)
     try:
-        return _build(file, data)
+        return _build(document.file, document.value)
     except _Invalid as invalid:
-        raise ConfigError(_located(file, blanked, invalid)) from None
+        raise ConfigError(document.error(invalid.path, invalid.message, invalid.at)) from None
 
 
 def read_jsonc(path):
     """Parse a JSONC file whose top level is an object, without validating its keys."""
-    return _read_object(os.fspath(path))[0]
+    return _read_object(path).value
+
+
+def _read_object(path):
+    try:
+        document = jsonc.read(path)
+    except jsonc.JsoncError as error:
+        raise ConfigError(str(error)) from None
+    if not isinstance(document.value, dict):
+        raise ConfigError(document.error((), f"must be an object, got {_show(document.value)}"))
+    return document
 
 
 def parse_bind(value):
@@ -125,157 +130,6 @@ def _bind_port(port):
     if not 1 <= port <= 65535:
         raise ValueError(f"port must be between 1 and 65535, got {port}")
     return port
-
-
-# Reading and parsing ----------------------------------------------------------------------
-
-# Whitespace and comments. Possessive quantifiers: backtracking into a comment made the
-# trailing-comma lookahead 200 times slower on a large file.
-_SKIP = r"\s*+(?:(?://[^\n\r\u2028\u2029]*+|/\*.*?\*/)\s*+)*+"
-_JSONC = re.compile(
-    r"""(?P<keep>"[^"\\\n]*+(?:\\.[^"\\\n]*+)*+"|'[^'\\\n]*+(?:\\.[^'\\\n]*+)*+'"""  # strings
-    rf"|[\[{{,]{_SKIP},{_SKIP}[\]}}])"  # a comma after nothing, as in {,}: invalid, kept
-    r"|(?P<drop>//[^\n\r\u2028\u2029]*|/\*.*?\*/"  # comments
-    rf"|,(?={_SKIP}[\]}}]))",  # trailing commas
-    re.S,
-)
-_NOT_NEWLINE = re.compile(r"[^\n]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_UNSAFE = re.compile("[\0\ud800-\udfff]")  # characters no OS string (argv, env, path) can hold
-
-
-def _blank_match(match):
-    if match.lastgroup == "keep":
-        return match.group()
-    text = match.group()
-    return _NOT_NEWLINE.sub(" ", text) if "\n" in text else " " * len(text)
-
-
-def _blank(text):
-    """`text` with comments and trailing commas replaced by spaces, newlines kept."""
-    return _JSONC.sub(_blank_match, text)
-
-
-class _DuplicateKey(Exception):
-    """Raised by the object hook; not a ValueError, so both parsers let it through."""
-
-
-class _NotFinite(Exception):
-    """Raised for 1e999, Infinity and NaN, which would otherwise become floats."""
-
-
-def _unique_object(pairs):
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise _DuplicateKey
-    return obj
-
-
-def _finite_float(text):
-    number = float(text)
-    if not math.isfinite(number):
-        raise _NotFinite
-    return number
-
-
-def _no_constant(text):
-    raise _NotFinite
-
-
-_HOOKS = {"object_pairs_hook": _unique_object, "parse_float": _finite_float, "parse_constant": _no_constant}
-_JSON5_ERROR = re.compile(r"<string>:(\d+) Unexpected (.*) at column (\d+)", re.S)
-
-
-def _read_text(file):
-    try:
-        with open(file, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{file}: is a directory, not a config file") from None
-    except OSError as error:
-        raise ConfigError(f"{file}: cannot read: {error.strerror or error}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        line_start = data.rfind(b"\n", 0, error.start) + 1
-        column = len(data[line_start:error.start].decode("utf-8")) + 1
-        raise ConfigError(f"{file}:{line}:{column}: not valid UTF-8 (byte 0x{data[error.start]:02x})") from None
-    return text.removeprefix("\ufeff")
-
-
-def _parse(text, file):
-    """Parse JSONC `text`; return (value, blanked text for locating errors)."""
-    blanked = _blank(text)
-    if not blanked.strip():
-        raise ConfigError(f"{file}: empty config: expected a JSON object")
-    try:
-        try:
-            return json.loads(blanked, **_HOOKS), blanked
-        except (ValueError, RecursionError):
-            pass
-        try:
-            return _json5_loads(text), blanked
-        except ValueError as error:
-            raise ConfigError(_syntax_message(file, str(error))) from None
-        except RecursionError:
-            raise ConfigError(f"{file}: nested too deeply") from None
-    except _DuplicateKey:
-        layout = _Layout(blanked)
-        if not layout.duplicates:
-            raise ConfigError(f"{file}: duplicate key") from None
-        path, offset = layout.duplicates[0]
-        message = "duplicate key (first defined at line {}, column {})".format(*_line_col(blanked, layout.keys[path]))
-        raise ConfigError(_located(file, blanked, _Invalid(path, message), offset)) from None
-    except _NotFinite:
-        layout = _Layout(blanked)
-        if not layout.non_finite:
-            raise ConfigError(f"{file}: numbers must be finite") from None
-        path, offset, token = layout.non_finite[0]
-        invalid = _Invalid(path, f"must be a finite number, got {token}")
-        raise ConfigError(_located(file, blanked, invalid, offset)) from None
-
-
-def _json5_loads(text):
-    """The slow path: json5 with the same hooks, surrogate pairs joined as json.loads does."""
-    return _join_surrogates(json5.loads(text, **_HOOKS))
-
-
-def _join_surrogates(value):
-    """json5 keeps an escaped pair such as "\\ud83d\\ude00" as two characters: join them."""
-    if isinstance(value, str):
-        if not _SURROGATE.search(value):
-            return value
-        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
-    if isinstance(value, list):
-        return [_join_surrogates(item) for item in value]
-    if isinstance(value, dict):
-        joined = {_join_surrogates(key): _join_surrogates(item) for key, item in value.items()}
-        if len(joined) != len(value):
-            raise _DuplicateKey
-        return joined
-    return value
-
-
-def _syntax_message(file, error):
-    """json5's `<string>:L Unexpected X at column C` reshaped as `file:L:C: ...`."""
-    match = _JSON5_ERROR.fullmatch(error)
-    if not match:
-        return f"{file}: {error}"
-    line, thing, column = match.groups()
-    if thing.startswith('"'):
-        thing = json.dumps(thing[1:-1], ensure_ascii=False)
-    return f"{file}:{line}:{column}: syntax error: unexpected {thing}"
-
-
-def _read_object(file):
-    text = _read_text(file)
-    data, blanked = _parse(text, file)
-    if not isinstance(data, dict):
-        raise ConfigError(_located(file, blanked, _Invalid((), f"must be an object, got {_show(data)}")))
-    return data, blanked
 
 
 # Validation --------------------------------------------------------------------------------
@@ -385,10 +239,9 @@ def _bind(value, path):
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise _Invalid(path, f"must be a string or an integer port, got {_show(value)}")
     try:
-        parse_bind(value)
+        return parse_bind(value)
     except ValueError as error:
         raise _Invalid(path, str(error)) from None
-    return value
 
 
 def _url(value, path):
@@ -463,8 +316,10 @@ def _service(name, value, names, base):
         raise _Invalid(path, "service name must not be empty", at="key")
     if not _SERVICE_NAME.fullmatch(name):
         raise _Invalid(path, 'invalid service name: use letters, digits, ".", "_" and "-"', at="key")
-    if name == RESERVED_SERVICE:
-        raise _Invalid(path, f'"{RESERVED_SERVICE}" is reserved for the server\'s own log lines', at="key")
+    if len(name) > MAX_SERVICE_NAME:
+        raise _Invalid(path, f"service name is {len(name)} characters long; the limit is {MAX_SERVICE_NAME}", at="key")
+    if name == SERVER:
+        raise _Invalid(path, f'"{SERVER}" is reserved for the server\'s own log lines', at="key")
     body = _object(value, path, _SERVICE_KEYS)
     if "cmd" not in body:
         raise _Invalid(path + ("cmd",), "required")
@@ -487,6 +342,7 @@ def _service(name, value, names, base):
 def _build(file, data):
     base = os.path.dirname(os.path.abspath(file))
     top = _object(data, (), _TOP_KEYS)
+    _get(top, "$schema", (), lambda v, p: _string(v, p, empty_ok=True))  # for editors; ignored
     session = _get(top, "session", (), lambda v, p: _object(v, p, _SESSION_KEYS), {})
     bind = _get(session, "bind", ("session",), _bind)
     token = _get(session, "token", ("session",), _string)
@@ -507,7 +363,7 @@ def _build(file, data):
     dependencies = {name: service.depends_on for name, service in services.items()}
     cycle = find_cycle(dependencies)
     if cycle:
-        raise ConfigError(f"{file}: dependency cycle: {' -> '.join(cycle)}")
+        raise _Invalid(("services", cycle[0], "dependsOn"), f"dependency cycle: {' -> '.join(cycle)}")
     return Config(
         path=os.path.abspath(file),
         bind=bind,
@@ -519,129 +375,3 @@ def _build(file, data):
         services=MappingProxyType({name: services[name] for name in sorted(services)}),
         waves=tuple(tuple(wave) for wave in plan_waves(dependencies)),
     )
-
-
-# Locating errors ---------------------------------------------------------------------------
-
-_TOKEN = re.compile(
-    r"""\s*(?:([{}\[\]:,])"""  # 1: punctuation
-    r"""|("[^"\\\n]*(?:\\.[^"\\\n]*)*"|'[^'\\\n]*(?:\\.[^'\\\n]*)*')"""  # 2: string
-    r"""|([^\s{}\[\]:,"']+))""",  # 3: anything else (numbers, literals, JSON5 names)
-    re.S,
-)
-_PUNCTUATION, _STRING, _WORD = 1, 2, 3
-
-
-def _key_text(kind, token):
-    if kind != _STRING:
-        return token
-    try:
-        return json.loads(token, strict=False)
-    except ValueError:
-        try:
-            return _json5_loads(token)
-        except ValueError:
-            return token[1:-1]
-
-
-def _is_non_finite(token):
-    try:
-        return not math.isfinite(float(token))
-    except ValueError:
-        return False
-
-
-class _Layout:
-    """Where the key and the value of each key path start in a blanked text (offsets)."""
-
-    def __init__(self, text):
-        self.keys = {}
-        self.values = {}
-        self.duplicates = []  # (path, offset) of keys repeated in their object, text order
-        self.non_finite = []  # (path, offset, token)
-        self._tokens = []
-        position = 0
-        while match := _TOKEN.match(text, position):
-            self._tokens.append((match.lastindex, match.group(match.lastindex), match.start(match.lastindex)))
-            position = match.end()
-        try:
-            self._value(0, ())
-        except RecursionError:
-            pass  # keep what was found before the nesting got too deep
-
-    def _value(self, i, path):
-        if i >= len(self._tokens):
-            return i
-        kind, token, offset = self._tokens[i]
-        self.values.setdefault(path, offset)
-        if token == "{":
-            return self._object(i + 1, path)
-        if token == "[":
-            return self._array(i + 1, path)
-        if kind == _WORD and _is_non_finite(token):
-            self.non_finite.append((path, offset, token))
-        return i + 1
-
-    def _object(self, i, path):
-        seen = set()
-        while i < len(self._tokens):
-            kind, token, offset = self._tokens[i]
-            if token == ",":
-                i += 1
-                continue
-            if kind == _PUNCTUATION:
-                return i + 1  # "}" (or a stray mark, in text that did not parse)
-            child = path + (_key_text(kind, token),)
-            if child[-1] in seen:
-                self.duplicates.append((child, offset))
-            seen.add(child[-1])
-            self.keys.setdefault(child, offset)
-            i += 1
-            if i < len(self._tokens) and self._tokens[i][1] == ":":
-                i = self._value(i + 1, child)
-        return i
-
-    def _array(self, i, path):
-        index = 0
-        while i < len(self._tokens):
-            token = self._tokens[i][1]
-            if token == "]":
-                return i + 1
-            if token == ",":
-                i += 1
-                continue
-            i = self._value(i, path + (index,))
-            index += 1
-        return i
-
-    def offset(self, path, at):
-        """The key's offset (at="key") or the value's; else where the nearest parent starts."""
-        if at == "key" and path in self.keys:
-            return self.keys[path]
-        while path not in self.values and path:
-            path = path[:-1]
-        return self.values.get(path)
-
-
-def _line_col(text, offset):
-    return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
-
-
-def _render(path):
-    """Key path as `services.api.cmd[0]`; empty or unprintable keys are quoted."""
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            shown = part if part and part.isprintable() else json.dumps(part, ensure_ascii=False)
-            text += ("." if text else "") + shown
-    return text or "top level"
-
-
-def _located(file, blanked, invalid, offset=None):
-    """The full error message for `invalid`, with line and column when they can be found."""
-    if offset is None:
-        offset = _Layout(blanked).offset(invalid.path, invalid.at)
-    where = file if offset is None else "{}:{}:{}".format(file, *_line_col(blanked, offset))
-    return f"{where}: {_render(invalid.path)}: {invalid.message}"

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -202,26 +203,44 @@ def _parse_line(line):
 
 def _lines_backwards(f, end):
     """The lines of binary file `f` that end at or before offset `end`, last first, read in
-    blocks so that a large file is never read whole."""
-    position, rest = end, b""
+    blocks so that a large file is never read whole. A line longer than a block is kept as
+    pieces and joined once, so the scan stays linear in the bytes read."""
+    position, pieces = end, []  # pieces: the unfinished line's blocks, last first
     while position > 0:
         size = min(_BLOCK, position)
         position -= size
         f.seek(position)
-        lines = (f.read(size) + rest).split(b"\n")
-        rest = lines[0]  # may continue in the previous block
-        for line in reversed(lines[1:]):
+        block = f.read(size)
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            pieces.append(block)
+            continue
+        pieces.append(block[cut + 1:])
+        lines = block[:cut].split(b"\n")
+        for line in (b"".join(reversed(pieces)), *reversed(lines[1:])):
             if line:
                 yield line
-    if rest:
-        yield rest
+        pieces = [lines[0]]  # may continue in the previous block
+    line = b"".join(reversed(pieces))
+    if line:
+        yield line
+
+
+def _open_regular(path):
+    """`path` opened for binary reading; OSError if it is not a regular file (a FIFO would
+    block the reader, a device might never end). The open itself does not wait on a FIFO."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(f"{path} is not a regular file")
+    return open(descriptor, "rb")
 
 
 def _highest_seq(path):
     """The seq of the last readable entry of a JSONL file (0 if none): torn lines at the end
-    of a crashed run and garbage are skipped."""
+    of a crashed run and garbage are skipped. OSError when it exists but cannot be read."""
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             end = f.seek(0, os.SEEK_END)
             for line in _lines_backwards(f, end):
                 entry = _parse_line(line)
@@ -261,7 +280,7 @@ def _read_before(path, bound, count, service=None):
     file, newest first."""
     marker = None if service is None else f'"service": {_json_string(service)},'.encode()
     found = []
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
         for line in _lines_backwards(f, _bisect_file(f, bound)):
             if marker is not None and marker not in line:
                 continue  # cheap pre-filter before parsing

@@ -82,10 +82,10 @@ def run(argv):
         sys.stdout.write(HELP)
         return 0
     config = load(path)
-    bind = flags.get("s", config.bind)
+    bind = config.bind
     if "s" in flags:
         try:
-            parse_bind(bind)
+            bind = parse_bind(flags["s"])
         except ValueError as exc:
             raise UsageError(f"-s: {exc}") from None
     token = flags.get("token", config.token)
@@ -129,7 +129,7 @@ def serve(config, bind, token, color):
                          on_warning=lambda m: store.append_server(f"warning: {m}"))
     except OSError as exc:
         echo.close()
-        raise RuntimeFailure(f"cannot create logs dir {config.logs_dir}: {exc.strerror or exc}") from None
+        raise RuntimeFailure(f"cannot use logs dir {config.logs_dir}: {exc.strerror or exc}") from None
     store.subscribe(echo.offer)
     guardian = Guardian()
     runtime = Runtime(config, store, guardian)
@@ -167,7 +167,7 @@ def raise_descriptor_limit():
 def start_session(runtime, store, config, bind, token):
     # Imported here: websocket-server is only loaded when the API is enabled.
     from .session import SessionServer
-    host, port = parse_bind(bind)
+    host, port = bind
     session = SessionServer(runtime, store, config, host, port, token)
     try:
         session.start()

@@ -1,17 +1,21 @@
 """lib.config: JSONC parsing, strict validation (SPEC 2), error messages with positions."""
+import ast
 import copy
 import dataclasses
 import json
 import os
 import re
+import subprocess
+import sys
+import threading
 
 import json5
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import write_config
-from lib import config
+from conftest import PY, ROOT, write_config
+from lib import config, jsonc
 from lib.config import ConfigError, ReadySpec, load, parse_bind, read_jsonc
 
 MINIMAL = {"services": {"api": {"cmd": "python3 -c pass"}}}
@@ -90,7 +94,7 @@ def test_full_config(tmp_path):
 }
 """
     cfg = load(write_config(tmp_path, text))
-    assert (cfg.bind, cfg.token) == ("127.0.0.1:7000", "secret")
+    assert (cfg.bind, cfg.token) == (("127.0.0.1", 7000), "secret")
     assert cfg.logs_dir == os.path.join(str(tmp_path), "logs")
     assert (cfg.buffer_size, cfg.log_view_max, cfg.log_view_all_max) == (100, 50, 80)
     assert list(cfg.services) == ["cache", "db", "migrate", "web"]
@@ -126,7 +130,7 @@ def test_relative_paths_are_relative_to_the_config_dir_not_the_cwd(tmp_path, mon
 
 @pytest.mark.parametrize("bind", [6999, "6999", ":6999", "0.0.0.0:6999", "[::1]:6999", "localhost:1"])
 def test_bind_forms_are_accepted(tmp_path, bind):
-    assert load(write_config(tmp_path, with_change(top(session={"bind": bind})))).bind == bind
+    assert load(write_config(tmp_path, with_change(top(session={"bind": bind})))).bind == parse_bind(bind)
 
 
 def test_config_is_frozen(tmp_path):
@@ -410,7 +414,7 @@ def test_syntax_error_at_end_of_file(tmp_path):
 
 @pytest.mark.parametrize("text", ["", "   \n", "// only a comment\n/* and another */"])
 def test_empty_file(tmp_path, text):
-    assert expect_error(tmp_path, text) == f"{tmp_path}/flowlayer.jsonc: empty config: expected a JSON object"
+    assert expect_error(tmp_path, text) == f"{tmp_path}/flowlayer.jsonc:1:1: empty config: expected a JSON object"
 
 
 @pytest.mark.parametrize("text, shown", [("[]", "an array"), ('"x"', '"x"'), ("null", "null"), ("1", "1")])
@@ -455,8 +459,8 @@ def test_unreadable_file(tmp_path):
 
 def test_deep_nesting_is_a_config_error(tmp_path):
     text = '{"services": ' + "[" * 100_000 + "]" * 100_000 + "}"
-    error = expect_error(tmp_path, text)
-    assert error.startswith(f"{tmp_path}/flowlayer.jsonc:")
+    innermost = text.rindex("[") + 1
+    assert expect_error(tmp_path, text) == f"{tmp_path}/flowlayer.jsonc:1:{innermost}: nested too deeply (100001 levels)"
 
 
 def test_dependency_cycle_names_file_and_cycle(tmp_path):
@@ -469,7 +473,11 @@ def test_dependency_cycle_names_file_and_cycle(tmp_path):
     path = write_config(tmp_path, data)
     with pytest.raises(ConfigError) as caught:
         load(path)
-    assert str(caught.value) == f"{path}: dependency cycle: api -> db -> gateway -> api"
+    text = open(path).read()
+    before = text[:text.index("[", text.index('"api": {'))]  # up to api's dependsOn value
+    line, column = position(text, "[", before.count("[") + 1)
+    assert str(caught.value) == (f"{path}:{line}:{column}: services.api.dependsOn: "
+                                 "dependency cycle: api -> db -> gateway -> api")
 
 
 def test_load_is_deterministic(tmp_path):
@@ -611,18 +619,18 @@ def to_jsonc(draw, value, json5_syntax=False):
 @given(JSON_VALUES, st.data())
 def test_fast_path_matches_json5(value, data):
     text = gap(data.draw) + to_jsonc(data.draw, value) + gap(data.draw)
-    blanked = config._blank(text)
+    blanked = jsonc._blank(text)
     assert len(blanked) == len(text)
     assert [i for i, c in enumerate(blanked) if c == "\n"] == [i for i, c in enumerate(text) if c == "\n"]
     assert json.loads(blanked) == value  # the fast path alone parses it
-    assert config._parse(text, "f")[0] == config._json5_loads(text) == value
+    assert jsonc._parse(text, "f")[0] == jsonc._json5_loads(text) == value
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(JSON_VALUES, st.data())
 def test_json5_syntax_falls_back_to_json5(value, data):
     text = to_jsonc(data.draw, value, json5_syntax=True)
-    assert config._parse(text, "f")[0] == value
+    assert jsonc._parse(text, "f")[0] == value
 
 
 @pytest.mark.parametrize(
@@ -645,15 +653,108 @@ def test_edge_cases_match_json5(text):
     try:
         expected = json5.loads(text)
     except ValueError:
-        with pytest.raises(ConfigError, match="syntax error"):
-            config._parse(text, "f")
+        with pytest.raises(jsonc.JsoncError, match="syntax error"):
+            jsonc._parse(text, "f")
     else:
-        assert config._parse(text, "f")[0] == expected
+        assert jsonc._parse(text, "f")[0] == expected
 
 
 def test_json5_fallback_joins_escaped_surrogate_pairs():
     """json5 alone returns two lone surrogates here; json.loads (the fast path) one character."""
-    assert config._parse("{a: ['\\ud83d\\ude00']}", "f")[0] == {"a": ["\U0001f600"]}
-    with pytest.raises(ConfigError, match="f:1:27: \U0001f600: duplicate key"):
-        config._parse("{a: 1, '\\ud83d\\ude00': 2, '\U0001f600': 3}", "f")
+    assert jsonc._parse("{a: ['\\ud83d\\ude00']}", "f")[0] == {"a": ["\U0001f600"]}
+    with pytest.raises(jsonc.JsoncError, match="f:1:27: \U0001f600: duplicate key"):
+        jsonc._parse("{a: 1, '\\ud83d\\ude00': 2, '\U0001f600': 3}", "f")
 
+
+
+# Hostile files and limits (issue 14 items 8 and 9) -------------------------------------------
+
+
+def finishes(function, timeout=20):
+    """`function()` run on a thread; fails the test if it has not returned in `timeout` s."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function()
+        except BaseException as error:  # handed to the test thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"still running after {timeout} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def test_schema_key_is_accepted_and_ignored(tmp_path):
+    plain = load(write_config(tmp_path, MINIMAL))
+    schema = "https://example.com/flowlayer.schema.json"
+    assert load(write_config(tmp_path, with_change(top(**{"$schema": schema})))) == plain
+    assert "$schema: must be a string, got 1" in expect_error(tmp_path, with_change(top(**{"$schema": 1})))
+
+
+def test_service_name_length_is_limited(tmp_path):
+    assert config.MAX_SERVICE_NAME == 200
+    assert list(load(write_config(tmp_path, {"services": {"a" * 200: {"cmd": "x"}}})).services) == ["a" * 200]
+    text = json.dumps({"services": {"a" * 250: {"cmd": "x"}}})
+    line, column = position(text, '"aaa')
+    assert expect_error(tmp_path, text) == (f"{tmp_path}/flowlayer.jsonc:{line}:{column}: services.{'a' * 250}: "
+                                            "service name is 250 characters long; the limit is 200")
+
+
+def test_fifo_config_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = str(tmp_path / "flowlayer.jsonc")
+    os.mkfifo(fifo)
+    try:
+        with pytest.raises(ConfigError) as caught:
+            finishes(lambda: load(fifo))
+    finally:  # on a failure, free the reader blocked in open()
+        descriptor = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+        os.close(descriptor)
+    assert str(caught.value) == f"{fifo}: not a regular file"
+    with pytest.raises(ConfigError, match=": not a regular file$"):
+        finishes(lambda: read_jsonc(fifo))
+
+
+def test_dev_zero_config_exits_2_at_once():
+    """Run as a process: the old code read /dev/zero until memory ran out."""
+    out = subprocess.run([PY, os.path.join(ROOT, "flowlayer.py"), "-c", "/dev/zero"], capture_output=True,
+                         text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert (out.returncode, out.stderr) == (2, "Error: /dev/zero: not a regular file\n")
+
+
+def test_config_size_is_limited(tmp_path):
+    body = json.dumps(MINIMAL)
+    path = write_config(tmp_path, body + " " * (jsonc.MAX_BYTES - len(body)))
+    assert load(path).services.keys() == {"api"}  # exactly at the limit
+    with open(path, "a") as f:
+        f.write(" ")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(caught.value) == f"{path}: larger than 16 MiB, the limit for a config file"
+
+
+@pytest.mark.parametrize("json5_syntax", [False, True])
+def test_integer_with_too_many_digits_has_a_position_and_key_path(tmp_path, json5_syntax):
+    digits = "1" * 5000
+    text = ('{services: {api: {cmd: "x", port: %s}}}' if json5_syntax
+            else '{"services": {"api": {"cmd": "x", "port": %s}}}') % digits
+    line, column = position(text, digits)
+    assert expect_error(tmp_path, text) == (f"{tmp_path}/flowlayer.jsonc:{line}:{column}: services.api.port: "
+                                            f"integer has 5000 digits; the limit is {sys.get_int_max_str_digits()}")
+
+
+def test_integers_up_to_the_digit_limit_are_read(tmp_path):
+    digits = "9" * sys.get_int_max_str_digits()
+    assert read_jsonc(write_config(tmp_path, '{"n": %s, "h": 0x%s}' % (digits, "f" * 5000))) == {
+        "n": int(digits), "h": int("f" * 5000, 16)}
+
+
+def test_jsonc_reader_imports_nothing_from_lib():
+    tree = ast.parse(open(os.path.join(ROOT, "lib", "jsonc.py"), encoding="utf-8").read())
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert imports and not [node for node in imports if isinstance(node, ast.ImportFrom) and node.level]
+    assert not [alias.name for node in imports for alias in node.names if alias.name.split(".")[0] in ("lib", "flowlayer")]

@@ -111,7 +111,6 @@ def test_top_level_schema_key_is_valid():
     assert schema_errors({"$schema": "./schema/flowlayer.schema.json", **MINIMAL}) == []
 
 
-@pytest.mark.xfail(strict=False, reason='the loader accepts "$schema" once the split of lib/config.py lands')
 def test_top_level_schema_key_is_accepted_by_the_loader(tmp_path):
     load(write_config(tmp_path, {"$schema": "./schema/flowlayer.schema.json", **MINIMAL}))
 

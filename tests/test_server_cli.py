@@ -151,7 +151,7 @@ def test_logs_dir_that_cannot_be_created_exits_1(tmp_path):
     path = write_config(tmp_path, {"logs": {"dir": "file/logs"}, "services": {"a": {"cmd": py_cmd(SLEEP)}}})
     out = run("-c", path)
     assert out.returncode == 1
-    assert out.stderr.startswith("Error: cannot create logs dir") and "Traceback" not in out.stderr
+    assert out.stderr.startswith("Error: cannot use logs dir") and "Traceback" not in out.stderr
 
 
 def _run_in_pty(args, env):
