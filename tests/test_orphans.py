@@ -4,11 +4,13 @@ Each case runs once by default; FLOWLAYER_STRESS=1 repeats each 10 times to catc
 """
 import os
 import signal
+import subprocess
+import time
 import uuid
 
 import pytest
 
-from conftest import ServerProcess, pids_with_marker, py_cmd, wait_until, write_config
+from conftest import PY, ROOT, ServerProcess, pids_with_marker, py_cmd, wait_until, write_config
 
 REPEAT = 10 if os.environ.get("FLOWLAYER_STRESS") else 1
 
@@ -62,3 +64,149 @@ def test_guardian_exits_with_the_server(tmp_path):
     wait_until(lambda: len(pids_with_marker(marker)) == 3, message="server, guardian, service")
     assert server.stop() == 0
     wait_until(lambda: pids_with_marker(marker) == [], message="guardian gone too")
+
+
+# ---- the guardian signals only what is ours (issue 14: 1, 5, 6) ----------------------------
+
+GUARDIAN = os.path.join(ROOT, "lib", "guardian.py")
+
+
+def alive(pid):
+    """True while `pid` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def run_guardian(run_id, lines):
+    """Run the guardian alone under a stand-in server (a parent with no other child), feed
+    it `lines`, close its pipe; return once it exited."""
+    parent = ("import subprocess,sys;"
+              f"sys.exit(subprocess.Popen([sys.executable,{GUARDIAN!r},{run_id!r}],start_new_session=True).wait())")
+    stand_in = subprocess.Popen(py_cmd(parent), stdin=subprocess.PIPE)
+    stand_in.communicate("".join(lines).encode(), timeout=30)
+    assert stand_in.returncode == 0
+
+
+def test_guardian_spares_a_listed_group_that_is_not_ours():
+    """A group id left on the list (a quick exit's `-` before its `+`, a group that outlived
+    its service) and reused since by an unrelated `setsid sleep` is never signalled."""
+    stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        run_guardian(uuid.uuid4().hex, [f"+{stranger.pid}\n"])
+        assert alive(stranger.pid)
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_guardian_ends_the_groups_of_marked_processes():
+    """A process of this run, and its group's members even without the marker, are ended;
+    the same program with another run's marker is not."""
+    run_id = uuid.uuid4().hex
+    # The marked leader starts a child with an empty environment, in its own group.
+    leader = ("import subprocess,sys,time;subprocess.Popen(['sleep','600'],env={});"
+              "print('up',flush=True);time.sleep(600)")
+    ours = subprocess.Popen(py_cmd(leader), start_new_session=True, stdout=subprocess.PIPE,
+                            env={**os.environ, "FLOWLAYER_RUN": run_id})
+    other = subprocess.Popen(["sleep", "600"], start_new_session=True,
+                             env={**os.environ, "FLOWLAYER_RUN": uuid.uuid4().hex})
+    try:
+        assert ours.stdout.readline() == b"up\n"
+        members = [p for p in group_members(ours.pid)]
+        assert len(members) == 2
+        run_guardian(run_id, [])  # nothing listed: the marker alone says what is ours
+        assert ours.wait(10) == -signal.SIGTERM
+        wait_until(lambda: not any(alive(pid) for pid in members), message="the whole group ended")
+        assert alive(other.pid)
+    finally:
+        for proc in (ours, other):
+            proc.kill()
+            proc.wait()
+
+
+def group_members(pgid):
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(") ", 1)[-1].split()[2]) == pgid:
+                        members.append(int(entry))
+            except OSError:
+                pass
+    return members
+
+
+def pids_with_argument(marker):
+    """Live processes with `marker` as an argument."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read().split(b"\0") and alive(int(entry)):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+# The service double-forks a grandchild into a new session (outside its group) that ignores
+# SIGTERM; with `wipe` the grandchild also starts with an empty environment.
+ESCAPE = """
+import os, signal, sys, time
+marker, wipe = sys.argv[1], sys.argv[2] == "1"
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        code = "import signal,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);time.sleep(600)"
+        os.execve(sys.executable, [sys.executable, "-c", code, "hidden-" + marker],
+                  {} if wipe else os.environ)
+    os._exit(0)
+os.wait()
+print("escaped", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("sig, wipe", [(signal.SIGTERM, False), (signal.SIGTERM, True),
+                                       (signal.SIGKILL, False)])
+def test_a_grandchild_that_left_its_group_does_not_survive(tmp_path, sig, wipe):
+    marker = f"FLOWLAYER_TEST_{uuid.uuid4().hex}"
+    path = write_config(tmp_path, {"services": {"app": {
+        "cmd": py_cmd(ESCAPE) + [marker, "1" if wipe else "0"]}}})
+    server = ServerProcess("-c", path)
+    try:
+        server.wait_line("app | escaped")
+        [hidden] = wait_until(lambda: pids_with_argument("hidden-" + marker),
+                              message="the escaped grandchild")
+        code = server.stop(sig)
+        assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0), server.lines[-5:]
+        wait_until(lambda: not alive(hidden), timeout=20, message="the escaped grandchild ended")
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+        for pid in pids_with_argument("hidden-" + marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_guardian_leaves_at_once_after_a_forced_exit(tmp_path):
+    """Exit 130 SIGKILLs every group: the guardian must not wait its 5 s grace on zombies."""
+    marker = f"FLOWLAYER_TEST_{uuid.uuid4().hex}"
+    stubborn = ("import signal,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
+                "print('up',flush=True);time.sleep(600)")
+    path = write_config(tmp_path, {"services": {
+        f"s{i}": {"cmd": py_cmd(stubborn)} for i in range(3)}})
+    server = ServerProcess("-c", path, env={**os.environ, "MARK": marker})
+    for i in range(3):
+        server.wait_line(f"s{i} | up")
+    server.proc.send_signal(signal.SIGINT)
+    wait_until(lambda: len([l for l in server.lines if "shutdown: SIGINT" in l]) == 1)
+    time.sleep(0.3)  # past the one-keypress window
+    assert server.stop(signal.SIGINT) == 130, "\n".join(server.lines)
+    exited = time.monotonic()
+    wait_until(lambda: pids_with_marker(marker) == [], timeout=20, message="guardian gone")
+    assert time.monotonic() - exited < 2.5, "the guardian waited on groups of zombies"
