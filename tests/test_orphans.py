@@ -193,20 +193,105 @@ def test_a_grandchild_that_left_its_group_does_not_survive(tmp_path, sig, wipe):
             os.kill(pid, signal.SIGKILL)
 
 
+# ---- in a fresh PID namespace (root): a container's PID 1 (issue 14: 6, 7) -------------------
+
+def namespace_prefix(pid1_code=None):
+    """argv running what follows in a new PID namespace, as PID 1 or under `pid1_code`."""
+    if os.geteuid() != 0 or subprocess.run(["unshare", "-pf", "--mount-proc", "true"]).returncode:
+        pytest.skip("needs root and unshare for a private PID namespace")
+    return ["unshare", "-pf", "--mount-proc"] + (py_cmd(pid1_code) if pid1_code else [])
+
+
+def server_pid(marker):
+    """Host pid of the flowlayer.py process carrying `marker` in its environment."""
+    for pid in pids_with_marker(marker):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[1].endswith(b"flowlayer.py"):
+            return pid
+    return None
+
+
+def zombie_children(parent):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(") ", 1)[-1].split()
+            except OSError:
+                continue
+            if fields[0] == "Z" and int(fields[1]) == parent:
+                found.append(int(entry))
+    return found
+
+
+# PID 1 of the namespace runs the server and never reaps an orphan (Popen waits on its own
+# child only), as a careless container init would; it stays so that the namespace does.
+CARELESS_INIT = """
+import subprocess, sys, time
+print("server exited", subprocess.call(sys.argv[1:]), flush=True)
+time.sleep(600)
+"""
+
+
 def test_guardian_leaves_at_once_after_a_forced_exit(tmp_path):
-    """Exit 130 SIGKILLs every group: the guardian must not wait its 5 s grace on zombies."""
+    """Exit 130 SIGKILLs every group; the killed services stay zombies under an init that does
+    not reap: the guardian must not wait its 5 s grace on them."""
     marker = f"FLOWLAYER_TEST_{uuid.uuid4().hex}"
     stubborn = ("import signal,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
                 "print('up',flush=True);time.sleep(600)")
     path = write_config(tmp_path, {"services": {
         f"s{i}": {"cmd": py_cmd(stubborn)} for i in range(3)}})
-    server = ServerProcess("-c", path, env={**os.environ, "MARK": marker})
-    for i in range(3):
-        server.wait_line(f"s{i} | up")
-    server.proc.send_signal(signal.SIGINT)
-    wait_until(lambda: len([l for l in server.lines if "shutdown: SIGINT" in l]) == 1)
-    time.sleep(0.3)  # past the one-keypress window
-    assert server.stop(signal.SIGINT) == 130, "\n".join(server.lines)
-    exited = time.monotonic()
-    wait_until(lambda: pids_with_marker(marker) == [], timeout=20, message="guardian gone")
-    assert time.monotonic() - exited < 2.5, "the guardian waited on groups of zombies"
+    wrapper = ServerProcess("-c", path, env={**os.environ, "MARK": marker},
+                            prefix=namespace_prefix(CARELESS_INIT))
+    try:
+        for i in range(3):
+            wrapper.wait_line(f"s{i} | up")
+        server = server_pid(marker)
+        os.kill(server, signal.SIGINT)
+        wrapper.wait_line("shutdown: SIGINT")
+        time.sleep(0.3)  # past the one-keypress window
+        os.kill(server, signal.SIGINT)
+        wrapper.wait_line("server exited 130")
+        # Left with the marker: unshare, the careless init, and the guardian until it exits.
+        wait_until(lambda: len(pids_with_marker(marker)) == 2, timeout=2.5,
+                   message="the guardian gone well before its 5 s grace")
+    finally:
+        wrapper.proc.kill()
+        wrapper.proc.wait()
+
+
+ORPHANS = """
+import os, time
+for _ in range(50):
+    child = os.fork()
+    if child == 0:
+        if os.fork() == 0:
+            time.sleep(0.2)
+            os._exit(0)
+        os._exit(0)
+    os.waitpid(child, 0)
+print("orphaned", flush=True)
+time.sleep(600)
+"""
+
+
+def test_as_pid_1_the_server_reaps_the_orphans_it_adopts(tmp_path):
+    marker = f"FLOWLAYER_TEST_{uuid.uuid4().hex}"
+    path = write_config(tmp_path, {"services": {"app": {"cmd": py_cmd(ORPHANS)}}})
+    server = ServerProcess("-c", path, env={**os.environ, "MARK": marker},
+                           prefix=namespace_prefix())
+    try:
+        server.wait_line("app | orphaned")
+        pid1 = server_pid(marker)
+        wait_until(lambda: len(pids_with_marker(marker)) == 4, message="only unshare, server, guardian, app")
+        wait_until(lambda: zombie_children(pid1) == [], message="no zombies left")
+        os.kill(pid1, signal.SIGTERM)
+        assert server.stop(signal.SIGCONT) == 0
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
