@@ -428,6 +428,14 @@ def test_length_with_the_top_bit_set_closes_the_connection(healthy):
 
 
 VALID_CLOSE_CODES = set(range(1000, 1004)) | set(range(1007, 1015)) | set(range(3000, 5000))
+def utf8(data):
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 controls = st.one_of(
     st.tuples(st.just("ping"), st.binary(max_size=125)),
     st.tuples(st.just("pong"), st.binary(max_size=125)),
@@ -460,7 +468,7 @@ def test_control_frames_with_payloads(healthy, control, inside):
         if kind == "close":
             code, reason = control[1], control[2]
             raw.sock.sendall(before + frame(CLOSE, struct.pack(">H", code) + reason))
-            expected = code if code in VALID_CLOSE_CODES else 1002
+            expected = 1002 if code not in VALID_CLOSE_CODES else code if utf8(reason) else 1007
         elif kind == "bare close":
             raw.sock.sendall(before + frame(CLOSE))
             expected = None
