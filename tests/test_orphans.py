@@ -295,3 +295,43 @@ def test_as_pid_1_the_server_reaps_the_orphans_it_adopts(tmp_path):
     finally:
         if server.proc.poll() is None:
             server.proc.kill()
+
+
+# PID 1 of a fresh namespace: boot the server, then give every free pid below the last one
+# handed out (the ids of services that are gone) to an unrelated `setsid sleep`, then stop
+# the server cleanly and count the sleeps still alive.
+PID_REUSE = """
+import os, signal, subprocess, sys, time
+server = subprocess.Popen([sys.executable, sys.argv[1], "-c", sys.argv[2]], stdout=subprocess.PIPE)
+for line in server.stdout:
+    if b"startup" in line:
+        break
+time.sleep(1.0)  # the oneshots' children (0.3 s) are gone
+while os.waitpid(-1, os.WNOHANG)[0]:  # as their init, reap them: their group ids are free
+    pass
+strangers = []
+with open("/proc/sys/kernel/ns_last_pid", "r+") as last:
+    for pid in range(2, int(last.read()) + 1):
+        if not os.path.exists(f"/proc/{pid}"):
+            last.seek(0)
+            last.write(str(pid - 1))
+            last.flush()
+            strangers.append(subprocess.Popen(["sleep", "600"], start_new_session=True))
+server.send_signal(signal.SIGTERM)
+server.stdout.read()
+code = server.wait()
+print("result", code, len(strangers), sum(p.poll() is None for p in strangers), flush=True)
+"""
+
+
+def test_a_clean_shutdown_never_kills_a_process_that_took_a_freed_group_id(tmp_path):
+    """Issue 14, 1: oneshots whose child outlives them by 0.3 s; once all are gone their ids
+    are taken by unrelated processes (forced with ns_last_pid); the shutdown spares them."""
+    services = {f"job{i}": {"kind": "oneshot", "cmd": ["sh", "-c", "sleep 0.3 >/dev/null 2>&1 &"]} for i in range(10)}
+    services["app"] = {"cmd": ["sleep", "600"]}
+    path = write_config(tmp_path, {"services": services})
+    out = subprocess.run(namespace_prefix(PID_REUSE) + [os.path.join(ROOT, "flowlayer.py"), path],
+                         capture_output=True, text=True, timeout=60)
+    _, code, strangers, alive = out.stdout.split()
+    assert (code, int(alive)) == ("0", int(strangers)), out.stdout
+    assert int(strangers) >= 10  # at least the ids of the oneshots were reused
