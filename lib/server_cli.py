@@ -206,13 +206,13 @@ class Signals:
 
     def _on_signal(self, signum, _frame):
         """One Ctrl-C may come twice (to the process and to its group, as `timeout -s INT`
-        and some managers send it): a SIGINT within KEYPRESS_WINDOW of the last counts once."""
+        and some managers send it): a SIGINT within KEYPRESS_WINDOW of the last one counted
+        is that echo. Measured from the counted one, so that a storm still forces exit."""
         if signum == signal.SIGINT:
             now = time.monotonic()
-            echo = self._last_sigint is not None and now - self._last_sigint < KEYPRESS_WINDOW
-            self._last_sigint = now
-            if echo:
+            if self._last_sigint is not None and now - self._last_sigint < KEYPRESS_WINDOW:
                 return
+            self._last_sigint = now
         self.received.append(signum)
 
     def wake(self):

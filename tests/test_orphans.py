@@ -335,3 +335,21 @@ def test_a_clean_shutdown_never_kills_a_process_that_took_a_freed_group_id(tmp_p
     _, code, strangers, alive = out.stdout.split()
     assert (code, int(alive)) == ("0", int(strangers)), out.stdout
     assert int(strangers) >= 10  # at least the ids of the oneshots were reused
+
+
+def test_a_service_that_daemonizes_leaves_nothing_behind(tmp_path):
+    """The classic daemon: fork a child that closes its output, exit 0 at once. The service
+    is `stopped` before any stop, so the runtime signals nothing; the child must still end."""
+    marker = f"FLOWLAYER_TEST_{uuid.uuid4().hex}"
+    path = write_config(tmp_path, {"services": {
+        "app": {"cmd": ["sh", "-c", "sleep 600 >/dev/null 2>&1 <&- & exit 0"], "env": {"MARK": marker}},
+        "keep": {"cmd": ["sleep", "600"]}}})
+    server = ServerProcess("-c", path)
+    try:
+        server.wait_line("| exited (code 0)")
+        wait_until(lambda: len(pids_with_marker(marker)) == 1, message="the daemonized child")
+        assert server.stop() == 0
+        wait_until(lambda: pids_with_marker(marker) == [], message="the daemon ended")
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()

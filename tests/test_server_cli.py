@@ -253,3 +253,31 @@ def test_descriptor_limit_is_raised_to_the_hard_limit(tmp_path, server):
     s.wait_line("startup ok")
     assert resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE) == (hard, hard)
     assert s.stop() == 0
+
+
+def test_a_signal_storm_shuts_down_once(tmp_path, server):
+    """Hundreds of SIGTERM and SIGHUP in a burst: one shutdown, exit 0, no traceback."""
+    s = server("-c", simple_config(tmp_path))
+    s.wait_line("app | up")
+    for _ in range(200):
+        os.kill(s.proc.pid, signal.SIGTERM)
+        os.kill(s.proc.pid, signal.SIGHUP)
+    assert s.stop(signal.SIGCONT) == 0
+    assert len([line for line in s.lines if "shutdown: " in line and "received" in line]) == 1
+    assert not any("Traceback" in line for line in s.lines)
+
+
+def test_a_sigint_storm_still_forces_the_exit(tmp_path, server):
+    """Ctrl-C held down: SIGINTs 50 ms apart. Each is within 250 ms of the previous one, but
+    the window counts from the first: the storm forces exit 130 (a stubborn service)."""
+    stubborn = ("import signal,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
+                "print('up',flush=True);time.sleep(600)")
+    s = server("-c", simple_config(tmp_path, app={"cmd": py_cmd(stubborn)}))
+    s.wait_line("app | up")
+    while s.proc.poll() is None:
+        os.kill(s.proc.pid, signal.SIGINT)
+        try:
+            s.proc.wait(0.05)
+        except subprocess.TimeoutExpired:
+            pass
+    assert s.stop() == 130
