@@ -211,3 +211,38 @@ def test_check_http_over_tls_with_a_self_signed_certificate(tmp_path):
 
 def test_check_http_by_host_name(http_port):
     assert check_http(f"http://localhost:{http_port}/ok")
+
+
+def test_wait_until_ready_on_a_trickling_server_ends_soon_after_a_cancel(trickler):
+    """The loop gives up within one attempt (200 ms) of the cancel, however slow the server."""
+    cancelled = threading.Event()
+    result = []
+    url = f"http://127.0.0.1:{trickler}/"
+    thread = threading.Thread(target=lambda: result.append(
+        wait_until_ready(lambda: check_http(url), cancelled)))
+    thread.start()
+    cancelled.set()
+    thread.join(10)
+    assert not thread.is_alive() and result == [False]
+
+
+def test_check_http_on_an_endless_status_line_is_not_ready():
+    """A server that streams bytes without a line end: refused by the size bound or time."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+
+    def flood():
+        conn, _ = sock.accept()
+        with conn:
+            try:
+                while True:
+                    conn.sendall(b"H" * 65536)
+            except OSError:
+                pass
+
+    threading.Thread(target=flood, daemon=True).start()
+    try:
+        assert not check_http(f"http://127.0.0.1:{sock.getsockname()[1]}/")
+    finally:
+        sock.close()
