@@ -157,14 +157,17 @@ def reap_adopted():
                 return
             if found.si_pid in _children:
                 break
-            os.waitpid(found.si_pid, 0)
-        me = os.getpid()
-        for pid in _zombie_children(me):
+            _reap(found.si_pid)
+        for pid in _zombie_children(os.getpid()):
             if pid not in _children:
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
+                _reap(pid)
+
+
+def _reap(pid):
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
 
 
 def _zombie_children(parent):
