@@ -1,13 +1,14 @@
 """Readiness checks (http, tcp), the port-in-use check and the retry loop around them
-(SPEC 3.3). Every attempt is bounded by ATTEMPT_TIMEOUT so a hanging service cannot stall
-the caller."""
-import http.client
+(SPEC 3.3). Every attempt as a whole is bounded by ATTEMPT_TIMEOUT so a hanging or trickling
+service cannot stall the caller."""
+import select
 import socket
 import ssl
 import time
 import urllib.parse
 
-ATTEMPT_TIMEOUT = 0.2  # seconds per connect / HTTP exchange
+ATTEMPT_TIMEOUT = 0.2  # seconds per attempt, all of it (connect, TLS, request, answer)
+MAX_STATUS_LINE = 8192  # bytes
 FIRST_DELAY = 0.01  # spacing of the first attempts: a quick service is seen quickly
 MAX_DELAY = 0.2
 PORT_FREE_POLL = 0.02
@@ -28,29 +29,104 @@ def port_in_use(port):
 
 
 def check_http(url):
-    """True when a GET on `url` answers with a status 200..399. Connects directly: proxy
+    """True when a GET on `url` answers with a status 200..399 (a redirect is not followed).
+    The whole attempt (connect, TLS, request, status line) shares one ATTEMPT_TIMEOUT, so a
+    server that trickles its answer cannot hold the caller longer. Connects directly: proxy
     variables are ignored, as the service runs on this machine."""
+    deadline = time.monotonic() + ATTEMPT_TIMEOUT
     try:
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme == "https":
-            context = ssl.create_default_context()
-            context.check_hostname = False  # local services often use self-signed certificates
-            context.verify_mode = ssl.CERT_NONE
-            connection = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=ATTEMPT_TIMEOUT, context=context
-            )
-        else:
-            connection = http.client.HTTPConnection(
-                parts.hostname, parts.port, timeout=ATTEMPT_TIMEOUT
-            )
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        try:
-            connection.request("GET", target)
-            return 200 <= connection.getresponse().status <= 399
-        finally:
-            connection.close()
+        host = parts.netloc.rpartition("@")[2]
+        with _connect(parts.hostname, port, deadline) as raw:
+            sock = _tls(raw, parts.hostname, deadline) if tls else raw
+            _send_all(sock, f"GET {target} HTTP/1.1\r\nHost: {host}\r\n"
+                            f"Connection: close\r\n\r\n".encode("latin-1"), deadline)
+            status_line = _read_line(sock, deadline)
+        version, status = status_line.split(b" ", 2)[:2]
+        return version.startswith(b"HTTP/1.") and 200 <= int(status) <= 399
     except Exception:  # any failure (refused, timeout, bad answer, bad url) means "not ready"
         return False
+
+
+def _left(deadline):
+    """Seconds left before `deadline`; TimeoutError once it passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("probe attempt timed out")
+    return left
+
+
+def _connect(hostname, port, deadline):
+    """A socket connected to the first address of `hostname` that answers in time."""
+    error = OSError(f"no address for {hostname}")
+    for family, kind, proto, _, address in socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(_left(deadline))
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
+
+
+def _tls(sock, hostname, deadline):
+    """The TLS handshake, step by step so that it too ends by `deadline`."""
+    context = ssl.create_default_context()
+    context.check_hostname = False  # local services often use self-signed certificates
+    context.verify_mode = ssl.CERT_NONE
+    sock = context.wrap_socket(sock, server_hostname=hostname, do_handshake_on_connect=False)
+    sock.setblocking(False)
+    while True:
+        try:
+            sock.do_handshake()
+            return sock
+        except ssl.SSLWantReadError:
+            select.select([sock], [], [], _left(deadline))
+        except ssl.SSLWantWriteError:
+            select.select([], [sock], [], _left(deadline))
+
+
+def _wait(sock, deadline, write=False):
+    """Block until `sock` can be read (or written) or `deadline` passes."""
+    ready = select.select([] if write else [sock], [sock] if write else [], [], _left(deadline))
+    if not any(ready):
+        raise TimeoutError("probe attempt timed out")
+
+
+def _send_all(sock, data, deadline):
+    sock.setblocking(False)
+    while data:
+        try:
+            data = data[sock.send(data):]
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            _wait(sock, deadline, write=True)
+        except ssl.SSLWantReadError:
+            _wait(sock, deadline)
+
+
+def _read_line(sock, deadline):
+    """The first line of the answer (at most MAX_STATUS_LINE bytes)."""
+    data = b""
+    while b"\n" not in data:
+        if len(data) > MAX_STATUS_LINE:
+            raise ValueError("status line too long")
+        try:
+            chunk = sock.recv(4096)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            _wait(sock, deadline)
+            continue
+        except ssl.SSLWantWriteError:
+            _wait(sock, deadline, write=True)
+            continue
+        if not chunk:
+            raise ConnectionError("closed before a status line")
+        data += chunk
+    return data.split(b"\n", 1)[0]
 
 
 def wait_until_ready(check, cancelled):

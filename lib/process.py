@@ -1,14 +1,30 @@
 """One OS process: spawn it in its own session, capture its output as lines, report its exit
-and stop it together with everything it started (its process group)."""
+and stop it together with everything it started (its process group).
+
+Every process carries RUN_MARKER=RUN_ID in its environment, inherited by whatever it starts,
+so that the guardian can tell our processes from others by pid. On Linux the server is a
+child subreaper: a grandchild that leaves its group stays in our tree, and `Reaper` reaps
+such adopted orphans without touching the exit status of our own children."""
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
+import uuid
 
 CHUNK = 65536  # bytes per os.read: one pipe buffer's worth
 MAX_LINE = 65536  # bytes; a longer line is cut into pieces of at most this size (SPEC 4.1)
 DRAIN_TIMEOUT = 0.5  # seconds the watcher waits for the readers after the exit
+RUN_MARKER = "FLOWLAYER_RUN"
+RUN_ID = uuid.uuid4().hex  # this server run
+REAP_INTERVAL = 0.25  # seconds between two looks for adopted zombies
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+_spawn_lock = threading.Lock()  # held by spawn() and by the reaper
+_children = set()  # pids of our own Popen children, until their Popen reaped them
 
 
 class SpawnError(Exception):
@@ -98,6 +114,90 @@ def _spawn_reason(error, program, cwd):
     return f"{(error.strerror or str(error)).lower()}: {target}"
 
 
+def spawn(argv, **popen_args):
+    """subprocess.Popen with the run marker in the environment, its pid registered as one
+    of ours (the reaper leaves it to Popen) until `release(pid)`."""
+    env = popen_args.pop("env", None)
+    env = {**(os.environ if env is None else env), RUN_MARKER: RUN_ID}
+    with _spawn_lock:
+        popen = subprocess.Popen(argv, env=env, **popen_args)
+        _children.add(popen.pid)
+    return popen
+
+
+def release(pid):
+    """`pid` was reaped by its Popen: the number may now belong to an adopted orphan."""
+    with _spawn_lock:
+        _children.discard(pid)
+
+
+def become_subreaper():
+    """Linux: orphans of our descendants are re-parented to us, not to init. Returns whether
+    it worked (elsewhere, or without prctl, it does nothing)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_adopted():
+    """Reap the zombie children that are not ours (orphans handed to us as subreaper or as
+    PID 1). waitid(WNOWAIT) peeks without reaping; when the zombie it shows is one of our
+    own, the rest are found through /proc so that no Popen loses its exit status."""
+    with _spawn_lock:
+        while True:
+            try:
+                found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if found is None:
+                return
+            if found.si_pid in _children:
+                break
+            _reap(found.si_pid)
+        for pid in _zombie_children(os.getpid()):
+            if pid not in _children:
+                _reap(pid)
+
+
+def _reap(pid):
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _zombie_children(parent):
+    """Pids of zombies whose parent is `parent`, read from /proc."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if fields[0] == b"Z" and int(fields[1]) == parent:
+            yield int(name)
+
+
+def start_reaper():
+    """A daemon thread reaping adopted orphans every REAP_INTERVAL (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+
+    def loop():
+        while True:
+            reap_adopted()
+            time.sleep(REAP_INTERVAL)
+
+    threading.Thread(target=loop, name="reaper", daemon=True).start()
+
+
 class Process:
     """A child process in its own session (process group) whose stdout and stderr are
     delivered as lists of lines, and whose exit is reported once, after its output.
@@ -121,7 +221,7 @@ class Process:
         if not self.argv:
             raise SpawnError("empty command")
         try:
-            self._popen = subprocess.Popen(
+            self._popen = spawn(
                 self.argv,
                 env={**os.environ, **self.env} if self.env else None,
                 cwd=self.cwd,
@@ -197,6 +297,7 @@ class Process:
 
     def _watch(self):
         returncode = self._popen.wait()  # reaps the child: no zombie
+        release(self._popen.pid)
         self._exited.set()
         # A grandchild may hold the pipes open; its output keeps flowing after on_exit.
         deadline = time.monotonic() + DRAIN_TIMEOUT

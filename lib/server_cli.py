@@ -15,6 +15,7 @@ from .echo import Echo
 from .flags import UsageError, parse, report
 from .guardian import Guardian
 from .logstore import LogStore
+from .process import become_subreaper, start_reaper
 from .runtime import Runtime
 
 DISCOVERY = ("flowlayer.jsonc", "flowlayer.json", "flowlayer.config.jsonc", "flowlayer.config.json")
@@ -38,8 +39,9 @@ Options:
   --version           print the version and exit
 
 Flags take one or two dashes, and -flag=value works too.
-Ctrl-C or SIGTERM stops every service in reverse dependency order, then exits 0;
-a second Ctrl-C kills every remaining process group at once and exits 130.
+Ctrl-C, SIGTERM or SIGHUP stops every service in reverse dependency order, then
+exits 0; a second Ctrl-C (more than 250 ms after the first) kills every remaining
+process group at once and exits 130.
 Exit codes: 0 clean run, 1 runtime failure, 2 usage or config error.
 """
 
@@ -122,6 +124,8 @@ def serve(config, bind, token, color):
     """Boot, wait for a signal, shut down; return the exit code."""
     signals = Signals()
     raise_descriptor_limit()
+    if become_subreaper() or os.getpid() == 1:
+        start_reaper()  # orphans that escaped their group are ours to reap
     echo = Echo(sys.stdout.buffer, config.services, color=color)
     try:
         # A warning (the logs dir failed) is a server line, so clients see it too.
@@ -177,8 +181,11 @@ def start_session(runtime, store, config, bind, token):
     return session
 
 
+KEYPRESS_WINDOW = 0.25  # seconds: a SIGINT this soon after the previous one is the same keypress
+
+
 class Signals:
-    """SIGINT and SIGTERM, seen reliably by the main thread.
+    """SIGINT, SIGTERM and SIGHUP, seen reliably by the main thread.
 
     Python runs signal handlers in the main thread only, and a signal that the kernel
     hands to another thread does not interrupt a main thread blocked on a lock. The
@@ -190,10 +197,23 @@ class Signals:
         self._read, self._write = socket.socketpair()
         self._read.setblocking(False)
         self._write.setblocking(False)
-        self.received = []
+        self.received = []  # signal numbers, a SIGINT echo of one keypress left out
+        self._last_sigint = None
         signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda signum, _frame: self.received.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN:  # nohup
+                signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, _frame):
+        """One Ctrl-C may come twice (to the process and to its group, as `timeout -s INT`
+        and some managers send it): a SIGINT within KEYPRESS_WINDOW of the last one counted
+        is that echo. Measured from the counted one, so that a storm still forces exit."""
+        if signum == signal.SIGINT:
+            now = time.monotonic()
+            if self._last_sigint is not None and now - self._last_sigint < KEYPRESS_WINDOW:
+                return
+            self._last_sigint = now
+        self.received.append(signum)
 
     def wake(self):
         """Wake wait() from another thread."""
@@ -213,7 +233,8 @@ class Signals:
 
 
 def wait_for_signal(runtime, signals):
-    """Boot in the background; the first SIGINT/SIGTERM shuts down, a second SIGINT kills."""
+    """Boot in the background; the first SIGINT/SIGTERM/SIGHUP shuts down, a second SIGINT
+    kills."""
     boot = threading.Thread(target=runtime.boot, name="boot", daemon=True)
     boot.start()
     while not signals.received:

@@ -10,6 +10,7 @@ one worker per running command except get_snapshot, so commands never wait on ea
 one broadcaster that turns captured log lines into frames once for every connection.
 Nothing but a connection's own sender ever blocks on its socket.
 """
+import base64
 import errno
 import json
 import logging
@@ -107,6 +108,14 @@ class _HttpError(Exception):
         self.headers = headers
 
 
+def _head_end(data):
+    """(end of the head, start of what follows) in `data`, or None while incomplete. A bare
+    LF ends a line as CRLF does (RFC 9112 2.2)."""
+    ends = [(i, i + len(mark)) for mark in (b"\r\n\r\n", b"\n\n", b"\n\r\n")
+            if (i := data.find(mark)) >= 0]
+    return min(ends) if ends else None
+
+
 def _read_head(sock):
     """The request line and headers, and the bytes received after them.
 
@@ -115,9 +124,9 @@ def _read_head(sock):
     deadline = time.monotonic() + HEAD_TIMEOUT
     data = bytearray()
     while True:
-        end = data.find(b"\r\n\r\n")
-        if end >= 0:
-            return data[:end].decode("latin-1"), bytes(data[end + 4:])
+        end = _head_end(data)
+        if end is not None:
+            return data[:end[0]].decode("latin-1"), bytes(data[end[1]:])
         if len(data) > MAX_HEAD:
             raise _HttpError(431, "request headers are too large")
         remaining = deadline - time.monotonic()
@@ -133,18 +142,32 @@ def _read_head(sock):
         data += chunk
 
 
+# Fields that must come once: a second Authorization or Host could mean two different things
+# to two parsers (RFC 9110 5.3, RFC 9112 3.2), and the handshake fields have one value.
+_SINGLE_FIELDS = ("authorization", "host", "sec-websocket-key", "sec-websocket-version")
+_FIELD_NAME = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")  # RFC 9110 5.6.2
+
+
 def _parse_head(head):
-    """(method, path, headers with lower-case names) of a request head."""
-    lines = head.split("\r\n")
+    """(method, path, headers with lower-case names) of a request head. A field that is
+    repeated is joined with commas (RFC 9110 5.3), except the _SINGLE_FIELDS: 400."""
+    lines = [line[:-1] if line.endswith("\r") else line for line in head.split("\n")]
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         raise _HttpError(400, "malformed request line")
     headers = {}
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if not colon or not name.strip():
+        name = name.lower()
+        if not colon or not name or not _FIELD_NAME.issuperset(name):
+            # also whitespace before the colon and folded lines (RFC 9112 5.1, 5.2)
             raise _HttpError(400, "malformed header line")
-        headers[name.strip().lower()] = value.strip()
+        value = value.strip(" \t")
+        if name in headers:
+            if name in _SINGLE_FIELDS:
+                raise _HttpError(400, f"repeated {name} header")
+            value = f"{headers[name]}, {value}"
+        headers[name] = value
     if parts[2] != "HTTP/1.0" and "host" not in headers:
         raise _HttpError(400, "missing Host header")   # required since HTTP/1.1 (RFC 9112 3.2)
     return parts[0], parts[1].split("?", 1)[0], headers
@@ -160,13 +183,20 @@ def _check_auth(headers, token):
 
 
 def _websocket_key(headers):
-    """The Sec-WebSocket-Key of a valid upgrade request; 400 otherwise."""
+    """The Sec-WebSocket-Key of a valid upgrade request: base64 of 16 bytes (RFC 6455 4.1);
+    400 otherwise."""
     upgrade = headers.get("upgrade", "").lower()
     connection = [word.strip() for word in headers.get("connection", "").lower().split(",")]
     key = headers.get("sec-websocket-key", "")
     if (upgrade != "websocket" or "upgrade" not in connection or not key
             or headers.get("sec-websocket-version") != "13"):
         raise _HttpError(400, "expected a WebSocket upgrade (version 13)")
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        valid = False
+    if not valid:
+        raise _HttpError(400, "Sec-WebSocket-Key is not the base64 of 16 bytes")
     return key
 
 

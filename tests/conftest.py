@@ -49,12 +49,12 @@ def py_cmd(code):
 class ServerProcess:
     """`python flowlayer.py ARGS` with its output collected line by line."""
 
-    def __init__(self, *args, cwd=None, env=None):
+    def __init__(self, *args, cwd=None, env=None, prefix=()):
         import subprocess
         import threading
         self.lines = []
-        self.proc = subprocess.Popen(
-            [PY, os.path.join(ROOT, "flowlayer.py"), *args], cwd=cwd, env=env,
+        self.proc = subprocess.Popen(  # `prefix`: a wrapper command, e.g. unshare
+            [*prefix, PY, os.path.join(ROOT, "flowlayer.py"), *args], cwd=cwd, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

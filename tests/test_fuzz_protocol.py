@@ -428,6 +428,16 @@ def test_length_with_the_top_bit_set_closes_the_connection(healthy):
 
 
 VALID_CLOSE_CODES = set(range(1000, 1004)) | set(range(1007, 1015)) | set(range(3000, 5000))
+
+
+def utf8(data):
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 controls = st.one_of(
     st.tuples(st.just("ping"), st.binary(max_size=125)),
     st.tuples(st.just("pong"), st.binary(max_size=125)),
@@ -436,14 +446,6 @@ controls = st.one_of(
     st.tuples(st.just("cut close"), st.binary(min_size=1, max_size=1)),
     st.tuples(st.just("long"), st.sampled_from([PING, PONG, CLOSE]), st.integers(126, 4000)),
     st.tuples(st.just("fragmented"), st.sampled_from([PING, PONG, CLOSE]), st.binary(max_size=20)))
-
-
-def _is_utf8(data):
-    try:
-        data.decode("utf-8")
-        return True
-    except UnicodeDecodeError:
-        return False
 
 
 @FUZZ
@@ -468,9 +470,7 @@ def test_control_frames_with_payloads(healthy, control, inside):
         if kind == "close":
             code, reason = control[1], control[2]
             raw.sock.sendall(before + frame(CLOSE, struct.pack(">H", code) + reason))
-            expected = code if code in VALID_CLOSE_CODES else 1002
-            if expected == code and not _is_utf8(reason):
-                expected = 1007  # RFC 6455 5.5.1: a close reason is UTF-8
+            expected = 1002 if code not in VALID_CLOSE_CODES else code if utf8(reason) else 1007
         elif kind == "bare close":
             raw.sock.sendall(before + frame(CLOSE))
             expected = None

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import SESSION_TOKEN, wait_until, watched_session
+from test_session import RawClient
 
 STRESS = bool(os.environ.get("FLOWLAYER_STRESS"))
 FUZZ = settings(max_examples=500 if STRESS else 50, deadline=None,
@@ -136,7 +137,11 @@ def http_oracle(method, path, version, headers):
     """The status the server must answer: Host, then authentication, then routing."""
     fields = {}
     for name, value in headers:
-        fields[name.strip().lower()] = value.strip()
+        name, value = name.lower(), value.strip(" \t")
+        if name in fields and name in ("authorization", "host", "sec-websocket-key",
+                                       "sec-websocket-version"):
+            return 400
+        fields[name] = f"{fields[name]}, {value}" if name in fields else value
     if version != "HTTP/1.0" and "host" not in fields:
         return 400
     scheme, _, credential = fields.get("authorization", "").partition(" ")
@@ -153,9 +158,17 @@ def http_oracle(method, path, version, headers):
         return 200
     connection = [word.strip() for word in fields.get("connection", "").lower().split(",")]
     if (fields.get("upgrade", "").lower() == "websocket" and "upgrade" in connection
-            and fields.get("sec-websocket-key") and fields.get("sec-websocket-version") == "13"):
+            and valid_key(fields.get("sec-websocket-key", ""))
+            and fields.get("sec-websocket-version") == "13"):
         return 101
     return 400
+
+
+def valid_key(key):
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        return False
 
 
 def cased(name):
@@ -328,3 +341,60 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---- protocol nits (issue 14, 11) ------------------------------------------------------------
+
+UPGRADE = ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13"]
+
+
+@pytest.mark.parametrize("headers", [
+    [AUTH.strip()],                                           # the same credential twice
+    ["Authorization: Bearer wrong"],                          # two credentials: which one?
+    ["Host: y"],
+])
+def test_a_repeated_single_field_is_400(healthy, headers):
+    status, _, body = exchange(healthy.stack.port, request(headers=headers))
+    assert status == 400 and error_code(body) == "bad_request"
+
+
+@pytest.mark.parametrize("line", [f"Authorization : Bearer {SESSION_TOKEN}",
+                                  f"Authorization\t: Bearer {SESSION_TOKEN}",
+                                  " folded: continuation"])
+def test_whitespace_before_the_colon_or_a_folded_line_is_400(healthy, line):
+    status, _, body = exchange(healthy.stack.port, request(auth=line.startswith(" "), headers=[line]))
+    assert status == 400 and error_code(body) == "bad_request"
+
+
+@pytest.mark.parametrize("key", ["not base64!", base64.b64encode(b"15 bytes only..").decode(),
+                                 base64.b64encode(b"seventeen bytes..").decode(), "dGhlIHNhbXBsZSBub25jZQ"])
+def test_an_invalid_websocket_key_is_400(healthy, key):
+    status, _, body = exchange(healthy.stack.port, request(
+        path="/ws", headers=UPGRADE + [f"Sec-WebSocket-Key: {key}"]))
+    assert status == 400 and error_code(body) == "bad_request"
+
+
+def test_a_valid_websocket_key_is_101(healthy):
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    with socket.create_connection(("127.0.0.1", healthy.stack.port), timeout=30) as sock:
+        sock.sendall(request(path="/ws", headers=UPGRADE + [f"Sec-WebSocket-Key: {key}"]))
+        assert read_response(sock)[0] == 101
+
+
+def test_bare_lf_line_endings_are_answered_at_once(healthy):
+    """RFC 9112 2.2: a recipient may take a bare LF as a line end; we do (no 408 after 5 s)."""
+    data = request().replace(b"\r\n", b"\n")
+    with socket.create_connection(("127.0.0.1", healthy.stack.port), timeout=HEAD_TIMEOUT / 2) as sock:
+        sock.sendall(data)
+        status, _, body = read_response(sock)
+    assert status == 200 and json.loads(body) == {"ok": True}
+
+
+def test_a_close_reason_that_is_not_utf8_is_answered_1007(healthy):
+    """RFC 6455 8.1: invalid UTF-8 in a text payload, the close reason included, fails the
+    connection with 1007."""
+    raw = RawClient(healthy.stack.port, token=SESSION_TOKEN)
+    raw.handshake()
+    raw.send_frame(0x8, (1000).to_bytes(2, "big") + b"bye \xff\xfe")
+    assert raw.close_code() == 1007
+    assert raw.at_eof()

@@ -146,3 +146,106 @@ def test_wait_port_free(listener):
     closer.start()
     assert wait_port_free(port, timeout=30)
     closer.join()
+
+
+@pytest.fixture
+def trickler():
+    """An HTTP server (outside any service) that answers 200 one byte every 20 ms."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    def trickle(conn):
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                if stop.wait(0.02):
+                    return
+                try:
+                    conn.send(bytes([byte]))
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield sock.getsockname()[1]
+    stop.set()
+    sock.close()
+
+
+def test_check_http_bounds_the_whole_attempt_not_each_read(trickler):
+    """SPEC 3.3: 200 ms per attempt. One byte every 20 ms keeps each read under 200 ms; the
+    status line alone (15 bytes) takes 300 ms, so the attempt must fail (with a timeout per
+    read it got the whole 200 answer)."""
+    assert not check_http(f"http://127.0.0.1:{trickler}/")
+
+
+def test_check_http_over_tls_with_a_self_signed_certificate(tmp_path):
+    ssl = pytest.importorskip("ssl")
+    import shutil
+    import subprocess
+    if not shutil.which("openssl"):
+        pytest.skip("needs openssl to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        assert wait_until_ready(lambda: check_http(f"https://127.0.0.1:{port}/ok"), threading.Event())
+        assert not check_http(f"https://127.0.0.1:{port}/missing")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_check_http_by_host_name(http_port):
+    assert check_http(f"http://localhost:{http_port}/ok")
+
+
+def test_wait_until_ready_on_a_trickling_server_ends_soon_after_a_cancel(trickler):
+    """The loop gives up within one attempt (200 ms) of the cancel, however slow the server."""
+    cancelled = threading.Event()
+    result = []
+    url = f"http://127.0.0.1:{trickler}/"
+    thread = threading.Thread(target=lambda: result.append(
+        wait_until_ready(lambda: check_http(url), cancelled)))
+    thread.start()
+    cancelled.set()
+    thread.join(10)
+    assert not thread.is_alive() and result == [False]
+
+
+def test_check_http_on_an_endless_status_line_is_not_ready():
+    """A server that streams bytes without a line end: refused by the size bound or time."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+
+    def flood():
+        conn, _ = sock.accept()
+        with conn:
+            try:
+                while True:
+                    conn.sendall(b"H" * 65536)
+            except OSError:
+                pass
+
+    threading.Thread(target=flood, daemon=True).start()
+    try:
+        assert not check_http(f"http://127.0.0.1:{sock.getsockname()[1]}/")
+    finally:
+        sock.close()

@@ -2,7 +2,9 @@
 import os
 import pty
 import signal
+import json
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -139,10 +141,49 @@ def test_second_sigint_kills_at_once(tmp_path, server):
                 "print('up',flush=True);time.sleep(600)")
     s = server("-c", simple_config(tmp_path, app={"cmd": py_cmd(stubborn), "env": {"MARK": marker}}))
     s.wait_line("app | up")
+    first = time.monotonic()
     s.proc.send_signal(signal.SIGINT)
     s.wait_line("app | stopping")
+    time.sleep(max(0.0, first + 0.3 - time.monotonic()))  # past the one-keypress window
     assert s.stop(signal.SIGINT) == 130
     wait_until(lambda: pids_with_marker(marker) == [], message="group killed")
+
+
+def test_two_sigints_of_one_keypress_count_once(tmp_path, server):
+    """`timeout -s INT` and some managers send one SIGINT to the process and to its group."""
+    stubborn = ("import signal,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
+                "print('up',flush=True);time.sleep(600)")
+    s = server("-c", simple_config(tmp_path, app={"cmd": py_cmd(stubborn)}))
+    s.wait_line("app | up")
+    sent = time.monotonic()
+    os.kill(s.proc.pid, signal.SIGINT)
+    s.wait_line("shutdown: SIGINT received")  # handled: a second one is not merged by the kernel
+    late = time.monotonic() - sent
+    os.kill(s.proc.pid, signal.SIGINT)
+    if late > 0.2:
+        s.proc.kill()
+        pytest.skip(f"the first SIGINT took {late:.2f}s to show; too slow to send one keypress")
+    assert s.stop(signal.SIGCONT) == 0
+    assert not any("forced" in line for line in s.lines)
+
+
+def test_sighup_shuts_down_cleanly(tmp_path, server):
+    """The terminal closed: stopCmds run, logs.dir gets every line, exit 0 (SPEC 3.4)."""
+    flag = tmp_path / "stopped"
+    chatty = "import time\nfor i in range(2000): print('line', i)\nprint('up', flush=True)\ntime.sleep(600)"
+    path = write_config(tmp_path, {"logs": {"dir": "logs"}, "services": {"app": {
+        "cmd": py_cmd(chatty), "stopCmd": py_cmd(f"open({str(flag)!r}, 'w').write('ok')")}}})
+    s = server("-c", path)
+    s.wait_line("app | up")
+    assert s.stop(signal.SIGHUP) == 0
+    assert flag.read_text() == "ok"
+    assert "[flowlayer] shutdown: SIGHUP received, stopping services" in s.lines
+    with open(tmp_path / "logs" / "all.jsonl", encoding="utf-8") as f:
+        stored = [json.loads(line) for line in f]
+    stored = {f"{e['service']} | {e['message']}" for e in stored}
+    echoed = [" | ".join(part.strip() for part in line.split(" | ", 1))
+              for line in s.lines if " | " in line]
+    assert len(echoed) > 2000 and [line for line in echoed if line not in stored] == []
 
 
 def test_logs_dir_that_cannot_be_created_exits_1(tmp_path):
@@ -212,3 +253,31 @@ def test_descriptor_limit_is_raised_to_the_hard_limit(tmp_path, server):
     s.wait_line("startup ok")
     assert resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE) == (hard, hard)
     assert s.stop() == 0
+
+
+def test_a_signal_storm_shuts_down_once(tmp_path, server):
+    """Hundreds of SIGTERM and SIGHUP in a burst: one shutdown, exit 0, no traceback."""
+    s = server("-c", simple_config(tmp_path))
+    s.wait_line("app | up")
+    for _ in range(200):
+        os.kill(s.proc.pid, signal.SIGTERM)
+        os.kill(s.proc.pid, signal.SIGHUP)
+    assert s.stop(signal.SIGCONT) == 0
+    assert len([line for line in s.lines if "shutdown: " in line and "received" in line]) == 1
+    assert not any("Traceback" in line for line in s.lines)
+
+
+def test_a_sigint_storm_still_forces_the_exit(tmp_path, server):
+    """Ctrl-C held down: SIGINTs 50 ms apart. Each is within 250 ms of the previous one, but
+    the window counts from the first: the storm forces exit 130 (a stubborn service)."""
+    stubborn = ("import signal,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
+                "print('up',flush=True);time.sleep(600)")
+    s = server("-c", simple_config(tmp_path, app={"cmd": py_cmd(stubborn)}))
+    s.wait_line("app | up")
+    while s.proc.poll() is None:
+        os.kill(s.proc.pid, signal.SIGINT)
+        try:
+            s.proc.wait(0.05)
+        except subprocess.TimeoutExpired:
+            pass
+    assert s.stop() == 130
