@@ -15,7 +15,8 @@ has been reused by someone else is never signalled:
 - elsewhere (no /proc): the groups the server listed with `+PGID` and not withdrawn with
   `-PGID`, pruned of groups that are gone; a group id reused after its group died unseen
   can still be hit there.
-Stdlib only: it runs as `python guardian.py RUN_ID`, outside the package.
+Stdlib only: it runs as `python -c '...main()' RUN_ID`, importing nothing else of the
+package.
 """
 import os
 import signal
@@ -30,6 +31,15 @@ RUN_MARKER = "FLOWLAYER_RUN"  # lib/process.py sets it on every process it spawn
 PROC = "/proc"
 
 
+def _launcher():
+    """The `python -c` text that runs this module's `main` from wherever the package lives:
+    a checkout, a vendored copy, site-packages or inside flowlayer.pyz (a file in a zip
+    cannot be run by path)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return (f"import sys; sys.path.insert(0, {root!r}); "
+            f"from {__package__}.guardian import main; main()")
+
+
 class Guardian:
     """The server's side: spawns the guardian and reports groups to it."""
 
@@ -37,7 +47,7 @@ class Guardian:
         from .process import RUN_ID, spawn  # the package exists on this side only
         self._lock = threading.Lock()
         self._proc = spawn(
-            [sys.executable, os.path.abspath(__file__), RUN_ID], stdin=subprocess.PIPE,
+            [sys.executable, "-c", _launcher(), RUN_ID], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True)
 
