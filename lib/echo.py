@@ -1,15 +1,17 @@
 """Terminal echo of captured lines: best effort, like a client.
 
 The store hands entries to `offer` under its lock; a slow terminal must never slow
-capture, so entries past a bounded backlog are counted instead of queued, and one
+capture, so entries past a backlog bounded in bytes (`chunk_bytes`: a few long lines weigh
+as much as many short ones) are counted instead of queued, and one
 `[flowlayer] echo: N lines skipped` line reports them once the writer catches up.
 """
 import threading
 from collections import deque
 
 from .entry import SERVER
+from .logstore import chunk_bytes
 
-BACKLOG_LIMIT = 20000
+BACKLOG_BYTES = 4 << 20  # chunk_bytes() of the entries waiting for the terminal
 PALETTE = (36, 33, 35, 32, 34, 96, 93, 95, 92, 94)
 
 
@@ -24,20 +26,22 @@ class Echo:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue = deque()
-        self._pending = 0
+        self._pending = 0  # chunk_bytes() of the queued entries
         self._skipped = 0
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="echo", daemon=True)
         self._thread.start()
 
     def offer(self, entries):
-        """Store subscriber: queue or count, never block."""
+        """Store subscriber: queue or count, never block. A chunk is always queued into an
+        empty backlog, so even one larger than the bound gets through."""
+        size = chunk_bytes(entries)
         with self._lock:
-            if self._pending >= BACKLOG_LIMIT:
+            if self._pending and self._pending + size > BACKLOG_BYTES:
                 self._skipped += len(entries)
                 return
             self._queue.append(entries)
-            self._pending += len(entries)
+            self._pending += size
             self._wake.notify()
 
     def say(self, text):

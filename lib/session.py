@@ -13,10 +13,10 @@ Nothing but a connection's own sender ever blocks on its socket.
 import errno
 import json
 import logging
-import queue
 import socket
 import threading
 import time
+from collections import deque
 from hmac import compare_digest
 from http import HTTPStatus
 from socketserver import BaseRequestHandler, TCPServer
@@ -24,6 +24,7 @@ from socketserver import BaseRequestHandler, TCPServer
 from . import protocol
 from .framing import (CLOSE_GOING_AWAY, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FrameDecoder,
                       close_frame, close_reply, encode_frame)
+from .logstore import chunk_bytes
 from .protocol import ProtocolError
 from .runtime import Rejected
 
@@ -48,7 +49,7 @@ MAX_BACKLOG = 10_000           # undroppable frames queued for a connection befo
 MAX_BACKLOG_BYTES = 64 << 20   # or bytes of them (a get_logs result can be megabytes)
 LOG_BACKLOG_BYTES = 8 << 20    # bytes of log frames queued for a connection; more are dropped
 LOG_BLOB_BYTES = 256 << 10     # the broadcaster hands log frames over in blobs of about this
-LOG_QUEUE_CHUNKS = 4096        # captured chunks waiting for the broadcaster; more are dropped
+LOG_QUEUE_BYTES = 4 << 20      # chunk_bytes() of lines waiting for the broadcaster; more are dropped
 HEAD_TIMEOUT = 5.0             # seconds to receive a request's line and headers
 MAX_HEAD = 32 << 10            # bytes of a request's line and headers
 CLOSE_TIMEOUT = 2.0            # seconds a closing connection may take to flush and hang up
@@ -188,7 +189,8 @@ def _hang_up(sock):
 class _Outbox:
     """The frames waiting for one connection's sender, in order.
 
-    Log blobs are dropped when the queued log bytes would pass LOG_BACKLOG_BYTES; every
+    Log blobs are dropped (their lines counted in `dropped_lines`; a client gets them back
+    with `get_logs` `after_seq`) when the queued log bytes would pass LOG_BACKLOG_BYTES; every
     other frame is queued, and `put` returns False once more than MAX_BACKLOG of them, or
     more than MAX_BACKLOG_BYTES of them (a lone frame aside, however large), wait.
     Nothing reaches the sender before `release`, which puts hello and snapshot first.
@@ -198,6 +200,7 @@ class _Outbox:
         self._ready = threading.Condition(threading.Lock())
         self._frames = []
         self._log_bytes = 0
+        self.dropped_lines = 0
         self._backlog = 0
         self._backlog_bytes = 0
         self._released = False
@@ -215,13 +218,18 @@ class _Outbox:
             return self._backlog <= MAX_BACKLOG and (
                 self._backlog == 1 or self._backlog_bytes <= MAX_BACKLOG_BYTES)
 
-    def offer(self, blob):
-        """Queue a blob of log frames, or drop it when the log backlog is full."""
+    def offer(self, blob, lines):
+        """Queue a blob of `lines` log frames, or drop and count it when the log backlog is
+        full."""
         with self._ready:
-            if not self._closed and self._log_bytes + len(blob) <= LOG_BACKLOG_BYTES:
-                self._frames.append(blob)
-                self._log_bytes += len(blob)
-                self._ready.notify()
+            if self._closed:
+                return
+            if self._log_bytes + len(blob) > LOG_BACKLOG_BYTES:
+                self.dropped_lines += lines
+                return
+            self._frames.append(blob)
+            self._log_bytes += len(blob)
+            self._ready.notify()
 
     def release(self, first):
         with self._ready:
@@ -515,7 +523,10 @@ class SessionServer:
         self._connections = ()         # replaced as a whole, so readers need no lock
         self._closing = False
         self._last_status = (None, b"")
-        self._log_queue = queue.Queue(LOG_QUEUE_CHUNKS)
+        self._log_ready = threading.Condition(threading.Lock())
+        self._log_queue = deque()      # entry chunks for the broadcaster; None ends it
+        self._log_queued = 0           # chunk_bytes() of them
+        self.dropped_lines = 0         # lines lost to every client: the broadcaster was behind
         self._tcp = None
         self._threads = []
         self._store_token = None
@@ -548,7 +559,9 @@ class SessionServer:
         self._tcp.shutdown()
         self._tcp.server_close()
         self.store.unsubscribe(self._store_token)
-        self._log_queue.put(None)
+        with self._log_ready:
+            self._log_queue.append(None)
+            self._log_ready.notify()
         for connection in connections:
             connection.going_away()
         with self._lock:
@@ -577,32 +590,47 @@ class SessionServer:
         return frame
 
     def _on_logs(self, entries):
-        """Store subscriber: called under the store lock, so it only enqueues."""
+        """Store subscriber: called under the store lock, so it only enqueues (or drops and
+        counts, past LOG_QUEUE_BYTES)."""
         if self._connections:
-            try:
-                self._log_queue.put_nowait(entries)
-            except queue.Full:
-                pass   # the broadcaster is behind: these lines are lost to every client
+            size = chunk_bytes(entries)
+            with self._log_ready:
+                if self._log_queued + size > LOG_QUEUE_BYTES and self._log_queue:
+                    self.dropped_lines += len(entries)
+                    return
+                self._log_queue.append(entries)
+                self._log_queued += size
+                self._log_ready.notify()
+
+    def _next_logs(self, wait):
+        """The next chunk for the broadcaster (None: closing), or False when none is queued
+        and `wait` is false."""
+        with self._log_ready:
+            if not self._log_queue:
+                if not wait:
+                    return False
+                self._log_ready.wait_for(lambda: self._log_queue)
+            entries = self._log_queue.popleft()
+            if entries is not None:
+                self._log_queued -= chunk_bytes(entries)
+            return entries
 
     def _broadcast_logs(self):
         """Encode captured lines once, in blobs, and offer each blob to every connection."""
-        chunks = self._log_queue
         while True:
-            entries = chunks.get()
+            entries = self._next_logs(wait=True)
             if entries is None:
                 return
-            parts, size = [], 0
-            while entries is not None:
+            parts, size, lines = [], 0, 0
+            while entries:
                 parts.append(_log_frames(entries))
                 size += len(parts[-1])
+                lines += len(entries)
                 if size >= LOG_BLOB_BYTES:
                     break
-                try:
-                    entries = chunks.get_nowait()
-                except queue.Empty:
-                    break
+                entries = self._next_logs(wait=False)
             blob = b"".join(parts)
             for connection in self._connections:
-                connection.outbox.offer(blob)
+                connection.outbox.offer(blob, lines)
             if entries is None:
                 return

@@ -21,7 +21,7 @@ from conftest import wait_until, write_config
 from lib import framing
 from lib import session as session_module
 from lib.config import load
-from lib.logstore import LogStore, format_timestamp
+from lib.logstore import LogEntry, LogStore, chunk_bytes, format_timestamp
 from lib.runtime import Outcome, Rejected, StatusEvent
 from lib.session import SessionServer
 
@@ -861,6 +861,62 @@ def test_stalled_client_slows_neither_capture_nor_other_clients(env):
     assert env.connections() == 2      # dropping logs is not a reason to close
     stalled.close()
     client.close()
+
+
+def test_broadcaster_behind_drops_live_lines_by_bytes_and_counts_them(env, monkeypatch):
+    """The broadcaster's queue holds a bounded number of bytes: past it, live log events are
+    lost to every client and counted; status events are not; get_logs after_seq has all."""
+    gate, busy = threading.Event(), threading.Event()
+    log_frames = session_module._log_frames
+
+    def stalled_log_frames(entries):
+        busy.set()
+        gate.wait()
+        return log_frames(entries)
+
+    monkeypatch.setattr(session_module, "_log_frames", stalled_log_frames)
+    client = env.client()
+    wait_until(lambda: env.connections() == 1, message="the connection")
+    try:
+        add_lines(env.store, "api", 1, "first")     # taken by the broadcaster, which stalls
+        assert busy.wait(30)
+        long_line = "x" * 10_000
+        chunks = [[f"{long_line} {i}", "b", "c"] for i in range(6)]
+        size = chunk_bytes([LogEntry(0, "api", "running", "stdout", m, "") for m in chunks[0]])
+        monkeypatch.setattr(session_module, "LOG_QUEUE_BYTES", 3 * size)
+        for lines in chunks:                         # three fit in the queue, three do not
+            env.store.append("api", "stdout", lines, "running")
+        assert env.server.dropped_lines == 9
+        env.runtime.set_status("db", "ready")
+    finally:
+        gate.set()
+    messages = []
+    while len([m for m in messages if m["type"] == "event" and m["name"] == "log"]) < 10:
+        messages.append(client.recv())
+    while not any(m["name"] == "service_status" for m in messages if m["type"] == "event"):
+        messages.append(client.recv())
+    received = [m["payload"]["message"] for m in messages if m.get("name") == "log"]
+    assert received == ["first 0"] + [m for i in range(3) for m in (f"{long_line} {i}", "b", "c")]
+    first_seq = [m["payload"]["seq"] for m in messages if m.get("name") == "log"][0]
+    _, result = client.command("get_logs", {"service": "api", "after_seq": first_seq})
+    assert [e["message"] for e in result["data"]["entries"]] == [
+        m for i in range(6) for m in (f"{long_line} {i}", "b", "c")]
+    client.close()
+
+
+def test_outbox_drops_log_blobs_by_bytes_and_counts_their_lines(monkeypatch):
+    monkeypatch.setattr(session_module, "LOG_BACKLOG_BYTES", 1000)
+    outbox = session_module._Outbox()
+    outbox.release([b"hello"])
+    outbox.offer(b"a" * 600, 3)
+    outbox.offer(b"b" * 600, 5)                       # 1,200 bytes would pass the bound
+    assert outbox.put(b"status")                      # never dropped
+    outbox.offer(b"c" * 400, 2)
+    assert outbox.dropped_lines == 5
+    frames, last = outbox.take()
+    assert frames == [b"hello", b"a" * 600, b"status", b"c" * 400] and not last
+    outbox.offer(b"d" * 1000, 1)                      # taken: the backlog is empty again
+    assert outbox.take()[0] == [b"d" * 1000] and outbox.dropped_lines == 5
 
 
 def test_client_whose_undroppable_backlog_passes_the_limit_is_closed(env):
