@@ -36,10 +36,6 @@ def frame(opcode, payload=b"", fin=True, mask=MASK, length=None, rsv=0):
     return head + mask + framing.unmask(payload, mask)
 
 
-def close_payload(code, reason=b""):
-    return struct.pack(">H", code) + reason
-
-
 def command_message(ident, name, payload=None):
     message = {"type": "command", "id": ident, "name": name}
     if payload is not None:
