@@ -8,7 +8,8 @@ connection's outbox: they must drop log events, counted); neither. The server's 
 terminal echo) goes to /dev/null. RSS of the server process tree (the server, its guardian
 and `yes`) is sampled every second. Target: peak RSS <= 60 MB, SIGTERM to exit <= 2 s.
 
-Columns: lines captured (seqs the store handed out to `yes`, read from the last entry),
+Columns: peak and end RSS of the tree, peak RSS of the server process alone (the guardian
+adds about 11 MB, `yes` 2 MB), lines captured (seqs the store handed out to `yes`, read from the last entry),
 lines stored in yes.jsonl (logs.dir) or received by the client, and lines dropped on the way
 to the client (captured - received).
 """
@@ -39,6 +40,14 @@ def free_port():
         return s.getsockname()[1]
 
 
+def rss(pid):
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
 def tree_rss(root):
     """Resident bytes of `root` and all its descendants (from /proc)."""
     children = {}
@@ -54,11 +63,7 @@ def tree_rss(root):
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, ()))
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except OSError:
-            pass
+        total += rss(pid)
     return total
 
 
@@ -121,10 +126,11 @@ def run_setup(name, seconds, logs, client, directory):
     reader = Reader(port) if client else None
     if reader:
         reader.start()
-    samples = []
+    samples, alone = [], []   # RSS of the tree, of the server process alone
     began = time.monotonic()
     while time.monotonic() - began < seconds:
         samples.append(tree_rss(server.pid))
+        alone.append(rss(server.pid))
         time.sleep(1)
     captured = last_seq(port, "yes") - first
     samples.append(tree_rss(server.pid))
@@ -146,8 +152,8 @@ def run_setup(name, seconds, logs, client, directory):
         delivered, dropped = f"{seen:,} to the client", f"{max(0, captured - seen):,}"
     else:
         delivered, dropped = "-", "-"
-    return (name, max(samples) / 1e6, samples[-1] / 1e6, exit_time, f"{captured:,}",
-            delivered, dropped)
+    return (name, max(samples) / 1e6, samples[-1] / 1e6, max(alone) / 1e6, exit_time,
+            f"{captured:,}", delivered, dropped)
 
 
 def main():
@@ -158,14 +164,14 @@ def main():
               ("one fast client", False, True),
               ("neither", False, False)]
     print(f"`yes` flood, {args.seconds:g} s per setup; RSS of the server process tree")
-    print(f"{'setup':<21}{'peak MB':>8}{'end MB':>8}{'SIGTERM s':>10}{'captured':>14}"
-          f"  {'stored / received':<26}{'dropped':>12}")
+    print(f"{'setup':<21}{'peak MB':>8}{'end MB':>8}{'server':>8}{'SIGTERM s':>10}"
+          f"{'captured':>14}  {'stored / received':<26}{'dropped':>12}")
     with tempfile.TemporaryDirectory() as directory:
         for name, logs, client in setups:
             row = run_setup(name.split(",")[0].replace(" ", "-"), args.seconds, logs, client,
                             directory)
-            print(f"{name:<21}{row[1]:>8.1f}{row[2]:>8.1f}{row[3]:>10.2f}{row[4]:>14}"
-                  f"  {row[5]:<26}{row[6]:>12}", flush=True)
+            print(f"{name:<21}{row[1]:>8.1f}{row[2]:>8.1f}{row[3]:>8.1f}{row[4]:>10.2f}"
+                  f"{row[5]:>14}  {row[6]:<26}{row[7]:>12}", flush=True)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ from .entry import FILE, SERVER, LogEntry, entries_json, format_timestamp
 
 ALL_FILE = "all.jsonl"
 FLUSH_INTERVAL = 0.2  # seconds an entry may wait in the writer before it reaches the file
-_MAX_PENDING = 1 << 20  # characters the writer buffers before writing early
+_MAX_PENDING = 1 << 20  # bytes the writer buffers before writing early
+_FORMAT_SLICE = 1024  # entries the writer formats at a time
 _BLOCK = 1 << 16  # bytes per read when scanning a JSONL file backwards
 _SYNC_TIMEOUT = 10.0  # seconds a disk query waits for the writer to catch up
 _SEQ = itemgetter(0)
@@ -41,6 +42,18 @@ _new_entry = tuple.__new__  # builds a LogEntry from a tuple without a Python-le
 def chunk_bytes(entries):
     """About the memory a chunk of entries holds: what every queue of them is bounded by."""
     return sum(map(len, map(_MESSAGE, entries))) + ENTRY_OVERHEAD * len(entries)
+
+
+def first_within(entries, room, empty):
+    """The first entries of a chunk whose chunk_bytes() fit in `room` (estimated from the
+    average entry; at least one when the queue is `empty`), and that size. A queue that may
+    drop takes part of a huge chunk (a flood's read holds 32,768 lines), not all or none."""
+    size = chunk_bytes(entries)
+    if size <= room:
+        return entries, size
+    keep = len(entries) * max(room, 0) // size or int(empty)
+    part = entries[:keep]
+    return part, chunk_bytes(part)
 
 
 def _file_name(service):
@@ -308,14 +321,14 @@ class _JsonlWriter:
     and ends the projection for the rest of the run.
     """
 
-    def __init__(self, directory, warn, max_queued=None):
+    def __init__(self, directory, warn):
         self._directory = directory
         self._warn = warn
-        self._max_queued = WRITER_QUEUE_BYTES if max_queued is None else max_queued
+        self._max_queued = WRITER_QUEUE_BYTES
         self._changed = threading.Condition(threading.Lock())
         self._queue = deque()  # entry lists, sync events and _STOP, in order
         self._queued = 0  # chunk_bytes() of the entry lists in the queue
-        self._pending = {}  # file name -> list of text chunks
+        self._pending = {}  # file name -> list of encoded chunks
         self._pending_size = 0
         self._opened = set()  # file names already opened (and their tail checked) this run
         self._failed_files = set()  # service files left out after a write failed
@@ -385,12 +398,17 @@ class _JsonlWriter:
                 return
 
     def _buffer(self, entries):
-        text = _format_lines(entries)
-        self._pending.setdefault(ALL_FILE, []).append(text)
+        """Format a batch _FORMAT_SLICE entries at a time (a flood's batch holds 32,768),
+        each slice encoded once for both files."""
+        both = [self._pending.setdefault(ALL_FILE, [])]
         name = _file_name(entries[0].service)
         if name is not None and name not in self._failed_files:
-            self._pending.setdefault(name, []).append(text)
-        self._pending_size += len(text)
+            both.append(self._pending.setdefault(name, []))
+        for start in range(0, len(entries), _FORMAT_SLICE):
+            data = _format_lines(entries[start:start + _FORMAT_SLICE]).encode("ascii")
+            for chunks in both:
+                chunks.append(data)
+            self._pending_size += len(data)
 
     def _write(self):
         pending, self._pending, self._pending_size = self._pending, {}, 0
@@ -400,11 +418,10 @@ class _JsonlWriter:
             path = os.path.join(self._directory, name)
             try:
                 with open(path, "a+b") as f:
-                    data = "".join(chunks).encode("ascii")
                     if name not in self._opened:
                         self._opened.add(name)
-                        data = _after_torn_tail(f) + data
-                    f.write(data)
+                        f.write(_after_torn_tail(f))
+                    f.writelines(chunks)
             except OSError as exc:
                 if name == ALL_FILE:
                     self._failed = True

@@ -24,7 +24,7 @@ from socketserver import BaseRequestHandler, TCPServer
 from . import protocol
 from .framing import (CLOSE_GOING_AWAY, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FrameDecoder,
                       close_frame, close_reply, encode_frame)
-from .logstore import chunk_bytes
+from .logstore import chunk_bytes, first_within
 from .protocol import ProtocolError
 from .runtime import Rejected
 
@@ -49,6 +49,7 @@ MAX_BACKLOG = 10_000           # undroppable frames queued for a connection befo
 MAX_BACKLOG_BYTES = 64 << 20   # or bytes of them (a get_logs result can be megabytes)
 LOG_BACKLOG_BYTES = 8 << 20    # bytes of log frames queued for a connection; more are dropped
 LOG_BLOB_BYTES = 256 << 10     # the broadcaster hands log frames over in blobs of about this
+LOG_SLICE = 1024               # entries the broadcaster turns into frames at a time
 LOG_QUEUE_BYTES = 4 << 20      # chunk_bytes() of lines waiting for the broadcaster; more are dropped
 HEAD_TIMEOUT = 5.0             # seconds to receive a request's line and headers
 MAX_HEAD = 32 << 10            # bytes of a request's line and headers
@@ -590,17 +591,17 @@ class SessionServer:
         return frame
 
     def _on_logs(self, entries):
-        """Store subscriber: called under the store lock, so it only enqueues (or drops and
-        counts, past LOG_QUEUE_BYTES)."""
+        """Store subscriber: called under the store lock, so it only enqueues what fits in
+        LOG_QUEUE_BYTES (a first line always fits an empty queue) and counts the rest."""
         if self._connections:
-            size = chunk_bytes(entries)
             with self._log_ready:
-                if self._log_queued + size > LOG_QUEUE_BYTES and self._log_queue:
-                    self.dropped_lines += len(entries)
-                    return
-                self._log_queue.append(entries)
-                self._log_queued += size
-                self._log_ready.notify()
+                part, size = first_within(entries, LOG_QUEUE_BYTES - self._log_queued,
+                                          empty=not self._log_queue)
+                self.dropped_lines += len(entries) - len(part)
+                if part:
+                    self._log_queue.append(part)
+                    self._log_queued += size
+                    self._log_ready.notify()
 
     def _next_logs(self, wait):
         """The next chunk for the broadcaster (None: closing), or False when none is queued
@@ -616,21 +617,28 @@ class SessionServer:
             return entries
 
     def _broadcast_logs(self):
-        """Encode captured lines once, in blobs, and offer each blob to every connection."""
+        """Encode captured lines once, in blobs of about LOG_BLOB_BYTES, and offer each blob
+        to every connection. A chunk is encoded LOG_SLICE entries at a time: one read of a
+        flood holds 32,768 lines, whose frames must never all exist at once."""
+        parts, size, lines = [], 0, 0
         while True:
-            entries = self._next_logs(wait=True)
-            if entries is None:
-                return
-            parts, size, lines = [], 0, 0
-            while entries:
-                parts.append(_log_frames(entries))
+            entries = self._next_logs(wait=not parts)
+            if not entries:   # nothing more queued for now (False), or closing (None)
+                if parts:
+                    self._offer(b"".join(parts), lines)
+                    parts, size, lines = [], 0, 0
+                if entries is None:
+                    return
+                continue
+            for start in range(0, len(entries), LOG_SLICE):
+                piece = entries[start:start + LOG_SLICE]
+                parts.append(_log_frames(piece))
                 size += len(parts[-1])
-                lines += len(entries)
+                lines += len(piece)
                 if size >= LOG_BLOB_BYTES:
-                    break
-                entries = self._next_logs(wait=False)
-            blob = b"".join(parts)
-            for connection in self._connections:
-                connection.outbox.offer(blob, lines)
-            if entries is None:
-                return
+                    self._offer(b"".join(parts), lines)
+                    parts, size, lines = [], 0, 0
+
+    def _offer(self, blob, lines):
+        for connection in self._connections:
+            connection.outbox.offer(blob, lines)

@@ -51,13 +51,25 @@ def test_long_lines_fill_the_backlog_by_bytes_and_skipped_lines_are_counted(monk
     assert text.endswith("[flowlayer] echo: 8 lines skipped\n")
 
 
-def test_a_chunk_larger_than_the_bound_still_gets_through_an_empty_backlog(monkeypatch):
+def test_a_chunk_larger_than_the_bound_is_echoed_in_part_and_the_rest_counted(monkeypatch):
+    """A flood's read holds thousands of lines: the empty backlog takes what fits of it
+    (one line at least), not the whole chunk."""
     store = LogStore()
-    monkeypatch.setattr(echo_module, "BACKLOG_BYTES", 10)
+    lines = chunk(store, "api", 10, 100)
+    monkeypatch.setattr(echo_module, "BACKLOG_BYTES", chunk_bytes(lines[:4]))
     out = StalledTerminal()
     out.gate.set()
     echo = Echo(out, ["api"])
-    echo.offer(chunk(store, "api", 3, 100))
+    echo.offer(lines)
     echo.close()
-    assert out.data.decode().count("x" * 100) == 3
-    assert "skipped" not in out.data.decode()
+    text = out.data.decode()
+    assert text.count("x" * 100) == 4
+    assert text.endswith("[flowlayer] echo: 6 lines skipped\n")
+
+    monkeypatch.setattr(echo_module, "BACKLOG_BYTES", 10)   # less than one line
+    out = StalledTerminal()
+    out.gate.set()
+    echo = Echo(out, ["api"])
+    echo.offer(lines)
+    echo.close()
+    assert out.data.decode().count("x" * 100) == 1

@@ -520,3 +520,15 @@ def test_one_failing_file_does_not_stop_the_others(store_factory, tmp_path):
         f"{who} {i}" for i in range(3) for who in ("long", "api")]
     assert [line["message"] for line in read_jsonl(tmp_path / "api.jsonl")] == [
         f"api {i}" for i in range(3)]
+
+
+def test_first_within_takes_the_part_of_a_chunk_that_fits():
+    store = LogStore()
+    store.append("api", "stdout", ["x" * 100] * 10, "running")
+    chunk = store.query("api")[0]
+    assert logstore.first_within(chunk, logstore.chunk_bytes(chunk), empty=False) == (
+        chunk, logstore.chunk_bytes(chunk))
+    part, size = logstore.first_within(chunk, logstore.chunk_bytes(chunk[:3]), empty=False)
+    assert part == chunk[:3] and size == logstore.chunk_bytes(chunk[:3])
+    assert logstore.first_within(chunk, 5, empty=False) == ([], 0)
+    assert logstore.first_within(chunk, 5, empty=True)[0] == chunk[:1]
