@@ -4,10 +4,9 @@ import signal
 import threading
 
 from conftest import free_port, py_cmd, wait_until
+from services import SLEEPER, STUBBORN
 from lib import runtime as runtime_module
 
-SLEEP = "import time;print('up',flush=True);time.sleep(600)"
-IGNORE_TERM = "import signal,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);print('up',flush=True);time.sleep(600)"
 
 
 def start_in_background(stack, name):
@@ -18,7 +17,7 @@ def start_in_background(stack, name):
 
 
 def test_sigkill_while_starting(stack):
-    s = stack({"api": {"cmd": py_cmd(SLEEP), "ready": {"type": "tcp", "port": free_port()}}})
+    s = stack({"api": {"cmd": py_cmd(SLEEPER), "ready": {"type": "tcp", "port": free_port()}}})
     thread, result = start_in_background(s, "api")
     wait_until(lambda: s.runtime.status("api") == "running" and "up" in s.lines("api"), message="probing")
     os.kill(s.runtime.pids()[0], signal.SIGKILL)
@@ -29,7 +28,7 @@ def test_sigkill_while_starting(stack):
 
 
 def test_sigkill_while_ready(stack):
-    s = stack({"app": {"cmd": py_cmd(SLEEP)}})
+    s = stack({"app": {"cmd": py_cmd(SLEEPER)}})
     s.runtime.run("start_service", "app")
     os.kill(s.runtime.pids()[0], signal.SIGKILL)
     wait_until(lambda: s.runtime.status("app") == "failed", message="failed")
@@ -38,7 +37,7 @@ def test_sigkill_while_ready(stack):
 
 
 def test_sigkill_while_being_stopped(stack):
-    s = stack({"app": {"cmd": py_cmd(IGNORE_TERM)}})
+    s = stack({"app": {"cmd": py_cmd(STUBBORN)}})
     s.runtime.run("start_service", "app")
     wait_until(lambda: "up" in s.lines("app"), message="handler installed")
     pid = s.runtime.pids()[0]
@@ -53,7 +52,7 @@ def test_sigkill_while_being_stopped(stack):
 
 def test_hanging_stop_cmd_is_bounded(stack, monkeypatch):
     monkeypatch.setattr(runtime_module, "STOP_CMD_TIMEOUT", 0.5)
-    s = stack({"app": {"cmd": py_cmd(SLEEP), "stopCmd": py_cmd("import time;time.sleep(600)")}})
+    s = stack({"app": {"cmd": py_cmd(SLEEPER), "stopCmd": py_cmd("import time;time.sleep(600)")}})
     s.runtime.run("start_service", "app")
     assert s.runtime.run("stop_service", "app").ok
     assert "stopCmd still running after 0.5s: killed" in s.lines("app", "system")
@@ -65,8 +64,8 @@ def test_probe_that_never_answers_does_not_hold_up_stop_or_shutdown(stack):
     import socket
     with socket.create_server(("127.0.0.1", 0)) as silent:   # accepts, never answers
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/health"
-        s = stack({"api": {"cmd": py_cmd(SLEEP), "ready": {"type": "http", "url": url}},
-                   "web": {"cmd": py_cmd(SLEEP), "ready": {"type": "http", "url": url}}})
+        s = stack({"api": {"cmd": py_cmd(SLEEPER), "ready": {"type": "http", "url": url}},
+                   "web": {"cmd": py_cmd(SLEEPER), "ready": {"type": "http", "url": url}}})
         thread, result = start_in_background(s, "api")
         wait_until(lambda: s.runtime.status("api") == "running", message="probing")
         assert s.runtime.run("stop_service", "api").ok

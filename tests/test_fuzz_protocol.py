@@ -42,14 +42,14 @@ SERVICE_COMMANDS = ("start_service", "stop_service", "restart_service")
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def watched_server(tmp_path_factory):
     yield from watched_session(tmp_path_factory.mktemp("fuzz"), SERVICES)
 
 
 # ---- frames --------------------------------------------------------------------------------
 
-def connect(env):
-    raw = RawClient(env.stack.port, SESSION_TOKEN)
+def connect(watched):
+    raw = RawClient(watched.stack.port, SESSION_TOKEN)
     raw.handshake()
     return raw
 

@@ -5,6 +5,7 @@ import subprocess
 import pytest
 
 from conftest import PY, ROOT, free_port, py_cmd, wait_until, write_config
+from services import SLEEPER
 from lib.config import load
 from lib.logstore import LogStore
 from lib.runtime import Runtime
@@ -12,7 +13,6 @@ from lib.session import SessionServer
 from test_session import TOKEN, Client, http_get
 from wsraw import RawClient
 
-SLEEPER = "import time\nprint('up', flush=True)\ntime.sleep(600)"
 
 
 class Stack:
