@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench soak tui clean
+.PHONY: run test bench soak flood tui clean
 
 $(BIN)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ bench: $(BIN)/.dev
 
 soak: $(BIN)/.dev
 	$(BIN)/python bench/soak.py --minutes 10
+
+flood: $(BIN)/.dev
+	$(BIN)/python bench/flood.py --seconds 60
 
 clean:
 	rm -rf $(VENV) .pytest_cache
