@@ -32,7 +32,7 @@ LAYERS = {
 FORBIDDEN = {
     LEAF: {"everything"},
     CORE: {PROTOCOL, SERVER, CLIENT, "framing"},
-    PROTOCOL: {CORE, SERVER, CLIENT, SHARED, "framing"},
+    PROTOCOL: {CORE, SERVER, CLIENT, SHARED},   # leaves only
     CLIENT: {"logstore", "runtime", "session", "echo"},
     SHARED: {CORE, PROTOCOL, SERVER, CLIENT},
     SERVER: {CLIENT},
