@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench soak tui pyz clean
+.PHONY: run test bench soak flood tui pyz clean
 
 $(BIN)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ soak: $(BIN)/.dev
 
 pyz: $(BIN)/.runtime
 	$(BIN)/python tools/build_pyz.py dist/flowlayer.pyz
+
+flood: $(BIN)/.dev
+	$(BIN)/python bench/flood.py --seconds 60
 
 clean:
 	rm -rf $(VENV) .pytest_cache dist

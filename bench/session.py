@@ -7,7 +7,6 @@ session's), with real services writing to real pipes. Benchmark clients are sepa
 processes reading raw sockets, many frames per recv(), parsed in bulk.
 """
 import argparse
-import base64
 import json
 import multiprocessing
 import os
@@ -21,7 +20,11 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, ROOT)
+
+from lib.framing import OP_TEXT, FrameDecoder  # noqa: E402
+from wsraw import command_message, frame, upgrade  # noqa: E402  (tests/wsraw.py)
 
 TOKEN = "bench-token"
 LINES = 500_000
@@ -110,67 +113,32 @@ def py(code, *args):
 
 # ---- clients ---------------------------------------------------------------------------------
 
-def upgrade(port, token):
-    """A plain socket past the WebSocket upgrade of /ws, and the bytes that followed it.
+class RawSession:
+    """A WebSocket session on a plain socket (tests/wsraw.py): masked sends, bulk receives.
 
     Benchmark readers take frames in bulk from the socket, which websocket-client cannot.
     """
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("the server closed the connection during the upgrade")
-        head += chunk
-    return sock, head.split(b"\r\n\r\n", 1)[1]
-
-
-class RawSession:
-    """A WebSocket session on a plain socket: masked sends, bulk receives."""
 
     def __init__(self, port):
-        self.sock, self.buffer = upgrade(port, TOKEN)
+        self.sock, _, self.buffer = upgrade(port, TOKEN, timeout=60)
         self.ids = 0
 
     def send_command(self, name, payload=None):
         self.ids += 1
-        message = {"type": "command", "id": f"q{self.ids}", "name": name}
-        if payload is not None:
-            message["payload"] = payload
-        data = json.dumps(message).encode()
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-        self.sock.sendall(bytes([0x81, 0x80 | len(data)]) + mask + masked)
+        self.sock.sendall(frame(OP_TEXT, command_message(f"q{self.ids}", name, payload),
+                                mask=os.urandom(4)))
         return f'{{"type":"result","id":"q{self.ids}"'.encode()
 
     def frames(self):
-        """Yield the payload of every frame received, reading 1 MiB at a time."""
-        buffer, position = bytearray(self.buffer), 0
+        """Yield the payload of every message received, reading 1 MiB at a time."""
+        decoder = FrameDecoder(expect_masked=False)
+        data = self.buffer
         while True:
-            while len(buffer) - position >= 2:
-                size = buffer[position + 1] & 0x7F
-                start = position + 2
-                extra = {126: 2, 127: 8}.get(size, 0)
-                if len(buffer) < start + extra:
-                    break
-                if extra:
-                    size = int.from_bytes(buffer[start:start + extra], "big")
-                    start += extra
-                if len(buffer) < start + size:
-                    break
-                position = start + size
-                yield bytes(buffer[start:position])
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
+            for _, payload in decoder.feed(data):
+                yield payload
+            data = self.sock.recv(1 << 20)
+            if not data:
                 return
-            del buffer[:position]
-            buffer += chunk
-            position = 0
 
     def command(self, name, payload=None):
         """Round trip of one command: seconds until its result frame is complete."""

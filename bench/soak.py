@@ -27,9 +27,12 @@ import threading
 import time
 import uuid
 
-from session import upgrade   # bench/session.py, beside this file
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, ROOT)
+
+from lib.framing import OP_CLOSE, OP_TEXT  # noqa: E402
+from wsraw import command_message, frame, upgrade  # noqa: E402  (tests/wsraw.py)
 TOKEN = "soak-token"
 
 # Prints "<pid> <n>" for n = 0, 1, ... at argv[1] lines/s, up to 100 writes/s; each write is
@@ -151,7 +154,7 @@ class Session:
     LOG = re.compile(rb'"name":"log","payload":\{"seq":(\d+)')
 
     def __init__(self, port):
-        self.sock, self.tail = upgrade(port, TOKEN)
+        self.sock, _, self.tail = upgrade(port, TOKEN, timeout=60)
         self.answers = {}        # command id -> [accepted, ok]
         self.changed = threading.Condition()
         self.reading = False     # a reader thread pumps; command() only waits
@@ -162,19 +165,10 @@ class Session:
     def send(self, name, payload=None):
         self.sent += 1
         ident = f"c{self.sent}"
-        message = {"type": "command", "id": ident, "name": name}
-        if payload is not None:
-            message["payload"] = payload
-        data = json.dumps(message).encode()
-        mask = os.urandom(4)
-        key = (mask * (len(data) // 4 + 1))[:len(data)]
-        masked = (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(
-            len(data), "big")
-        size = bytes([0x80 | len(data)]) if len(data) < 126 else bytes([0xFE]) + len(
-            data).to_bytes(2, "big")
         with self.changed:
             self.answers[ident] = [None, None]
-        self.sock.sendall(bytes([0x81]) + size + mask + masked)
+        self.sock.sendall(frame(OP_TEXT, command_message(ident, name, payload),
+                                mask=os.urandom(4)))
         return ident
 
     def pump(self):
@@ -239,7 +233,7 @@ class Session:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
         else:
             try:
-                self.sock.sendall(b"\x88\x82\0\0\0\0\x03\xe8")   # close 1000, zero mask
+                self.sock.sendall(frame(OP_CLOSE, (1000).to_bytes(2, "big"), mask=os.urandom(4)))
             except OSError:
                 pass
         self.sock.close()

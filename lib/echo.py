@@ -1,15 +1,18 @@
 """Terminal echo of captured lines: best effort, like a client.
 
 The store hands entries to `offer` under its lock; a slow terminal must never slow
-capture, so entries past a bounded backlog are counted instead of queued, and one
+capture, so entries past a backlog bounded in bytes (`logstore.chunk_bytes`: a few long lines weigh
+as much as many short ones) are counted instead of queued, and one
 `[flowlayer] echo: N lines skipped` line reports them once the writer catches up.
 """
 import threading
 from collections import deque
 
 from .entry import SERVER
+from .logstore import first_within
 
-BACKLOG_LIMIT = 20000
+BACKLOG_BYTES = 4 << 20  # chunk_bytes() of the entries waiting for the terminal
+WRITE_LINES = 1024  # lines formatted per write: a flood's chunk of 32,768 is never whole text
 PALETTE = (36, 33, 35, 32, 34, 96, 93, 95, 92, 94)
 
 
@@ -24,21 +27,23 @@ class Echo:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue = deque()
-        self._pending = 0
+        self._pending = 0  # chunk_bytes() of the queued entries
         self._skipped = 0
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="echo", daemon=True)
         self._thread.start()
 
     def offer(self, entries):
-        """Store subscriber: queue or count, never block."""
+        """Store subscriber: queue what fits in the backlog (a first line always fits an
+        empty one), count the rest, never block."""
         with self._lock:
-            if self._pending >= BACKLOG_LIMIT:
-                self._skipped += len(entries)
-                return
-            self._queue.append(entries)
-            self._pending += len(entries)
-            self._wake.notify()
+            part, size = first_within(entries, BACKLOG_BYTES - self._pending,
+                                      empty=not self._queue)
+            self._skipped += len(entries) - len(part)
+            if part:
+                self._queue.append(part)
+                self._pending += size
+                self._wake.notify()
 
     def say(self, text):
         """A server line that is not a log entry (the session token)."""
@@ -68,15 +73,22 @@ class Echo:
             for batch in batches:
                 if isinstance(batch, str):
                     parts.append(self._server_line(batch))
-                else:
-                    parts.extend(self._format(e) for e in batch)
+                    continue
+                for start in range(0, len(batch), WRITE_LINES):
+                    parts.extend(map(self._format, batch[start:start + WRITE_LINES]))
+                    if len(parts) >= WRITE_LINES:
+                        self._write(parts)
+                        parts = []
             if skipped:
                 parts.append(self._server_line(f"echo: {skipped} lines skipped"))
-            try:
-                self._out.write("".join(parts).encode("utf-8", "replace"))
-                self._out.flush()
-            except (OSError, ValueError):
-                pass
+            self._write(parts)
+
+    def _write(self, parts):
+        try:
+            self._out.write("".join(parts).encode("utf-8", "replace"))
+            self._out.flush()
+        except (OSError, ValueError):
+            pass
 
     def _server_line(self, message):
         tag = "\x1b[1m[flowlayer]\x1b[0m" if self._color else "[flowlayer]"

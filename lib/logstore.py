@@ -3,8 +3,10 @@ service, queries over them, subscribers, and the JSONL projection on disk (SPEC 
 
 `append` is the capture hot path (reader threads, one call per 64 KiB chunk): it does one
 lock acquisition and one C-level map per call, and nothing per line beyond that.
-Disk writes happen on a writer thread; disk reads only for `before_seq` queries that reach
-past memory. The JSONL files are sorted by seq (the writer receives batches in seq order and
+Disk writes happen on a writer thread whose queue is bounded in bytes: when the disk is
+slower than a service, `append` waits (outside the lock) until the writer has room, so that
+service's capture slows down and nothing is lost. Disk reads happen only for `before_seq`
+queries that reach past memory. The JSONL files are sorted by seq (the writer receives batches in seq order and
 a new run starts above the highest seq on disk), which lets a query bisect them.
 """
 import bisect
@@ -12,7 +14,6 @@ import heapq
 import itertools
 import json
 import os
-import queue
 import stat
 import sys
 import threading
@@ -26,13 +27,34 @@ from .entry import FILE, SERVER, LogEntry, entries_json, format_timestamp
 
 ALL_FILE = "all.jsonl"
 FLUSH_INTERVAL = 0.2  # seconds an entry may wait in the writer before it reaches the file
-_MAX_PENDING = 1 << 20  # characters the writer buffers before writing early
+_MAX_PENDING = 1 << 20  # bytes the writer buffers before writing early
+_FORMAT_SLICE = 1024  # entries the writer formats at a time
 _BLOCK = 1 << 16  # bytes per read when scanning a JSONL file backwards
 _SYNC_TIMEOUT = 10.0  # seconds a disk query waits for the writer to catch up
 _SEQ = itemgetter(0)
+_MESSAGE = itemgetter(4)
+ENTRY_OVERHEAD = 200  # bytes of memory a LogEntry holds besides its message's characters
+WRITER_QUEUE_BYTES = 4 << 20  # chunk_bytes() queued for the writer before append waits
 
 
 _new_entry = tuple.__new__  # builds a LogEntry from a tuple without a Python-level call
+
+
+def chunk_bytes(entries):
+    """About the memory a chunk of entries holds: what every queue of them is bounded by."""
+    return sum(map(len, map(_MESSAGE, entries))) + ENTRY_OVERHEAD * len(entries)
+
+
+def first_within(entries, room, empty):
+    """The first entries of a chunk whose chunk_bytes() fit in `room` (estimated from the
+    average entry; at least one when the queue is `empty`), and that size. A queue that may
+    drop takes part of a huge chunk (a flood's read holds 32,768 lines), not all or none."""
+    size = chunk_bytes(entries)
+    if size <= room:
+        return entries, size
+    keep = len(entries) * max(room, 0) // size or int(empty)
+    part = entries[:keep]
+    return part, chunk_bytes(part)
 
 
 def _file_name(service):
@@ -70,9 +92,21 @@ class LogStore:
         self._writer = _JsonlWriter(logs_dir, self._warn) if logs_dir is not None else None
 
     def append(self, service, stream, messages, phase):
-        """Store one captured chunk of lines: consecutive seqs, one timestamp."""
+        """Store one captured chunk of lines: consecutive seqs, one timestamp. Waits while
+        the JSONL writer's queue is full (the caller is the service's reader thread)."""
+        writer = self._append(service, stream, messages, phase)
+        if writer is not None:
+            writer.wait_for_room()
+
+    def append_server(self, message):
+        """One server-level line (boot, summary, shutdown, warnings): service `flowlayer`.
+        Never waits: the writer itself reports its failures through here."""
+        self._append(SERVER, "system", [message], "running")
+
+    def _append(self, service, stream, messages, phase):
+        """Append under the lock; return the writer to wait for, if any."""
         if not messages:
-            return
+            return None
         broken = []
         with self._lock:
             stamp = format_timestamp(time.time())
@@ -86,8 +120,9 @@ class LogStore:
             if ring is None:
                 ring = self._rings[service] = deque(maxlen=self.buffer_size)
             ring.extend(entries)
-            if self._writer is not None:
-                self._writer.put(entries)
+            writer = self._writer
+            if writer is not None:
+                writer.put(entries)
             for token, callback in self._subscribers:
                 try:
                     callback(entries)
@@ -97,10 +132,7 @@ class LogStore:
                         broken.append(f"log subscriber {callback!r} failed: {exc!r}")
         for message in broken:  # outside the lock: the handler may append itself
             self._warn(message)
-
-    def append_server(self, message):
-        """One server-level line (boot, summary, shutdown, warnings): service `flowlayer`."""
-        self.append(SERVER, "system", [message], "running")
+        return writer
 
     def subscribe(self, callback):
         """Call `callback(entries)` for every appended chunk, under the store lock (so in seq
@@ -299,50 +331,76 @@ _STOP = object()
 class _JsonlWriter:
     """Appends entry batches to all.jsonl and <service>.jsonl on its own thread.
 
-    The queue is unbounded: the store drops nothing. Text is buffered and written at most
-    FLUSH_INTERVAL after it arrived. Files are opened per write, so a deleted dir is noticed;
-    the first OSError is reported once and disables the projection for the rest of the run.
+    `put` never blocks (it runs under the store lock, so batches arrive in seq order);
+    `wait_for_room` then holds the appending thread while more than WRITER_QUEUE_BYTES wait,
+    so the queue stays bounded and nothing is dropped. Text is buffered and written at most
+    FLUSH_INTERVAL after it arrived. Files are opened per write, so a deleted dir is noticed.
+    A service file that fails is reported once and left out from then on; all.jsonl failing
+    (the dir gone, full, read-only: it is written first in every round) is reported once
+    and ends the projection for the rest of the run.
     """
 
     def __init__(self, directory, warn):
         self._directory = directory
         self._warn = warn
-        self._queue = queue.SimpleQueue()
-        self._pending = {}  # file name -> list of text chunks
+        self._max_queued = WRITER_QUEUE_BYTES
+        self._changed = threading.Condition(threading.Lock())
+        self._queue = deque()  # entry lists, sync events and _STOP, in order
+        self._queued = 0  # chunk_bytes() of the entry lists in the queue
+        self._pending = {}  # file name -> list of encoded chunks
         self._pending_size = 0
         self._opened = set()  # file names already opened (and their tail checked) this run
-        self._failed = False
-        self._closing = threading.Lock()  # orders sync() against close()
+        self._failed_files = set()  # service files left out after a write failed
+        self._failed = False  # all.jsonl failed: nothing is written any more
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="logstore-writer", daemon=True)
         self._thread.start()
 
     def put(self, entries):
-        self._queue.put(entries)
+        with self._changed:
+            self._queue.append(entries)
+            self._queued += chunk_bytes(entries)
+            self._changed.notify_all()
+
+    def wait_for_room(self):
+        """Block while the queue is over its bound (until the writer catches up or closes)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._queued <= self._max_queued or self._closed)
 
     def sync(self):
         """Wait until everything put before this call is in the files (or given up on)."""
         done = threading.Event()
-        with self._closing:
+        with self._changed:
             if self._closed:
                 return  # close() wrote everything
-            self._queue.put(done)
+            self._queue.append(done)
+            self._changed.notify_all()
         done.wait(_SYNC_TIMEOUT)
 
     def close(self):
-        with self._closing:
+        """Write everything queued, then stop; threads waiting for room go on at once."""
+        with self._changed:
             self._closed = True
-            self._queue.put(_STOP)
+            self._queue.append(_STOP)
+            self._changed.notify_all()
         self._thread.join()
+
+    def _get(self, timeout):
+        """The next queued item, or None after `timeout` seconds (None: no limit)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._queue, timeout):
+                return None
+            item = self._queue.popleft()
+            if isinstance(item, list):
+                self._queued -= chunk_bytes(item)
+                self._changed.notify_all()
+            return item
 
     def _run(self):
         deadline = None  # when the oldest buffered text must be written
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
+            item = self._get(timeout)
             if isinstance(item, list):
                 if self._failed:
                     continue
@@ -359,31 +417,39 @@ class _JsonlWriter:
                 return
 
     def _buffer(self, entries):
-        text = _format_lines(entries)
-        self._pending.setdefault(ALL_FILE, []).append(text)
+        """Format a batch _FORMAT_SLICE entries at a time (a flood's batch holds 32,768),
+        each slice encoded once for both files."""
+        both = [self._pending.setdefault(ALL_FILE, [])]
         name = _file_name(entries[0].service)
-        if name is not None:
-            self._pending.setdefault(name, []).append(text)
-        self._pending_size += len(text)
+        if name is not None and name not in self._failed_files:
+            both.append(self._pending.setdefault(name, []))
+        for start in range(0, len(entries), _FORMAT_SLICE):
+            data = _format_lines(entries[start:start + _FORMAT_SLICE]).encode("ascii")
+            for chunks in both:
+                chunks.append(data)
+            self._pending_size += len(data)
 
     def _write(self):
         pending, self._pending, self._pending_size = self._pending, {}, 0
-        if self._failed:
-            return
-        for name, chunks in pending.items():
+        for name, chunks in pending.items():  # all.jsonl first: _buffer adds it first
+            if self._failed:
+                return
             path = os.path.join(self._directory, name)
             try:
                 with open(path, "a+b") as f:
-                    data = "".join(chunks).encode("ascii")
                     if name not in self._opened:
                         self._opened.add(name)
-                        data = _after_torn_tail(f) + data
-                    f.write(data)
+                        f.write(_after_torn_tail(f))
+                    f.writelines(chunks)
             except OSError as exc:
-                self._failed = True
+                if name == ALL_FILE:
+                    self._failed = True
+                    consequence = "going on without the JSONL logs"
+                else:
+                    self._failed_files.add(name)
+                    consequence = f"going on without it ({ALL_FILE} still has its lines)"
                 self._warn(f"cannot write log file {path}: {exc.strerror or exc}; "
-                           "going on without the JSONL logs")
-                return
+                           f"{consequence}")
 
 
 def _after_torn_tail(f):

@@ -14,11 +14,11 @@ import base64
 import errno
 import json
 import logging
-import queue
 import socket
 import struct
 import threading
 import time
+from collections import deque
 from hmac import compare_digest
 from http import HTTPStatus
 from socketserver import BaseRequestHandler, TCPServer
@@ -26,6 +26,7 @@ from socketserver import BaseRequestHandler, TCPServer
 from . import commands, protocol
 from .framing import (CLOSE_GOING_AWAY, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FrameDecoder,
                       close_frame, close_reply, encode_frame)
+from .logstore import chunk_bytes, first_within
 from .protocol import ProtocolError
 
 
@@ -49,7 +50,8 @@ MAX_BACKLOG = 10_000           # undroppable frames queued for a connection befo
 MAX_BACKLOG_BYTES = 64 << 20   # or bytes of them (a get_logs result can be megabytes)
 LOG_BACKLOG_BYTES = 8 << 20    # bytes of log frames queued for a connection; more are dropped
 LOG_BLOB_BYTES = 256 << 10     # the broadcaster hands log frames over in blobs of about this
-LOG_QUEUE_CHUNKS = 4096        # captured chunks waiting for the broadcaster; more are dropped
+LOG_SLICE = 1024               # entries the broadcaster turns into frames at a time
+LOG_QUEUE_BYTES = 4 << 20      # chunk_bytes() of lines waiting for the broadcaster; more are dropped
 HEAD_TIMEOUT = 5.0             # seconds to receive a request's line and headers
 MAX_HEAD = 32 << 10            # bytes of a request's line and headers
 CLOSE_TIMEOUT = 2.0            # seconds a closing connection may take to flush and hang up
@@ -227,7 +229,8 @@ def _hang_up(sock):
 class _Outbox:
     """The frames waiting for one connection's sender, in order.
 
-    Log blobs are dropped when the queued log bytes would pass LOG_BACKLOG_BYTES; every
+    Log blobs are dropped (their lines counted in `dropped_lines`; a client gets them back
+    with `get_logs` `after_seq`) when the queued log bytes would pass LOG_BACKLOG_BYTES; every
     other frame is queued, and `put` returns False once more than MAX_BACKLOG of them, or
     more than MAX_BACKLOG_BYTES of them (a lone frame aside, however large), wait.
     Nothing reaches the sender before `release`, which puts hello and snapshot first.
@@ -237,6 +240,7 @@ class _Outbox:
         self._ready = threading.Condition(threading.Lock())
         self._frames = []
         self._log_bytes = 0
+        self.dropped_lines = 0
         self._backlog = 0
         self._backlog_bytes = 0
         self._released = False
@@ -254,13 +258,18 @@ class _Outbox:
             return self._backlog <= MAX_BACKLOG and (
                 self._backlog == 1 or self._backlog_bytes <= MAX_BACKLOG_BYTES)
 
-    def offer(self, blob):
-        """Queue a blob of log frames, or drop it when the log backlog is full."""
+    def offer(self, blob, lines):
+        """Queue a blob of `lines` log frames, or drop and count it when the log backlog is
+        full."""
         with self._ready:
-            if not self._closed and self._log_bytes + len(blob) <= LOG_BACKLOG_BYTES:
-                self._frames.append(blob)
-                self._log_bytes += len(blob)
-                self._ready.notify()
+            if self._closed:
+                return
+            if self._log_bytes + len(blob) > LOG_BACKLOG_BYTES:
+                self.dropped_lines += lines
+                return
+            self._frames.append(blob)
+            self._log_bytes += len(blob)
+            self._ready.notify()
 
     def release(self, first):
         with self._ready:
@@ -544,7 +553,10 @@ class SessionServer:
         self._connections = ()         # replaced as a whole, so readers need no lock
         self._closing = False
         self._last_status = (None, b"")
-        self._log_queue = queue.Queue(LOG_QUEUE_CHUNKS)
+        self._log_ready = threading.Condition(threading.Lock())
+        self._log_queue = deque()      # entry chunks for the broadcaster; None ends it
+        self._log_queued = 0           # chunk_bytes() of them
+        self.dropped_lines = 0         # lines lost to every client: the broadcaster was behind
         self._tcp = None
         self._threads = []
         self._store_token = None
@@ -577,7 +589,9 @@ class SessionServer:
         self._tcp.shutdown()
         self._tcp.server_close()
         self.store.unsubscribe(self._store_token)
-        self._log_queue.put(None)
+        with self._log_ready:
+            self._log_queue.append(None)
+            self._log_ready.notify()
         for connection in connections:
             connection.going_away()
         with self._lock:
@@ -606,32 +620,54 @@ class SessionServer:
         return frame
 
     def _on_logs(self, entries):
-        """Store subscriber: called under the store lock, so it only enqueues."""
+        """Store subscriber: called under the store lock, so it only enqueues what fits in
+        LOG_QUEUE_BYTES (a first line always fits an empty queue) and counts the rest."""
         if self._connections:
-            try:
-                self._log_queue.put_nowait(entries)
-            except queue.Full:
-                pass   # the broadcaster is behind: these lines are lost to every client
+            with self._log_ready:
+                part, size = first_within(entries, LOG_QUEUE_BYTES - self._log_queued,
+                                          empty=not self._log_queue)
+                self.dropped_lines += len(entries) - len(part)
+                if part:
+                    self._log_queue.append(part)
+                    self._log_queued += size
+                    self._log_ready.notify()
+
+    def _next_logs(self, wait):
+        """The next chunk for the broadcaster (None: closing), or False when none is queued
+        and `wait` is false."""
+        with self._log_ready:
+            if not self._log_queue:
+                if not wait:
+                    return False
+                self._log_ready.wait_for(lambda: self._log_queue)
+            entries = self._log_queue.popleft()
+            if entries is not None:
+                self._log_queued -= chunk_bytes(entries)
+            return entries
 
     def _broadcast_logs(self):
-        """Encode captured lines once, in blobs, and offer each blob to every connection."""
-        chunks = self._log_queue
+        """Encode captured lines once, in blobs of about LOG_BLOB_BYTES, and offer each blob
+        to every connection. A chunk is encoded LOG_SLICE entries at a time: one read of a
+        flood holds 32,768 lines, whose frames must never all exist at once."""
+        parts, size, lines = [], 0, 0
         while True:
-            entries = chunks.get()
-            if entries is None:
-                return
-            parts, size = [], 0
-            while entries is not None:
-                parts.append(_log_frames(entries))
+            entries = self._next_logs(wait=not parts)
+            if not entries:   # nothing more queued for now (False), or closing (None)
+                if parts:
+                    self._offer(b"".join(parts), lines)
+                    parts, size, lines = [], 0, 0
+                if entries is None:
+                    return
+                continue
+            for start in range(0, len(entries), LOG_SLICE):
+                piece = entries[start:start + LOG_SLICE]
+                parts.append(_log_frames(piece))
                 size += len(parts[-1])
+                lines += len(piece)
                 if size >= LOG_BLOB_BYTES:
-                    break
-                try:
-                    entries = chunks.get_nowait()
-                except queue.Empty:
-                    break
-            blob = b"".join(parts)
-            for connection in self._connections:
-                connection.outbox.offer(blob)
-            if entries is None:
-                return
+                    self._offer(b"".join(parts), lines)
+                    parts, size, lines = [], 0, 0
+
+    def _offer(self, blob, lines):
+        for connection in self._connections:
+            connection.outbox.offer(blob, lines)

@@ -259,8 +259,8 @@ class Prober:
 
 
 def watched_session(directory, services):
-    """Body of a module fixture `env`: one server for the module, and a prober that uses
-    it all along."""
+    """Body of a module fixture `watched_server`: one server for the module, and a prober
+    that uses it all along."""
     from types import SimpleNamespace
     stack = SessionStack(directory, services)
     ns = SimpleNamespace(stack=stack, prober=Prober(stack.url))
@@ -270,9 +270,9 @@ def watched_session(directory, services):
 
 
 @pytest.fixture
-def healthy(env):
-    """After each test: the server of the module's `env` is up, printed no traceback, and
-    served the prober."""
-    yield env
-    env.stack.assert_alive()
-    env.prober.assert_serving()
+def healthy(watched_server):
+    """After each test: the server of the module's `watched_server` is up, printed no
+    traceback, and served the prober."""
+    yield watched_server
+    watched_server.stack.assert_alive()
+    watched_server.prober.assert_serving()

@@ -7,10 +7,9 @@ import threading
 import pytest
 
 from conftest import free_port, py_cmd, wait_until, write_config
+from services import SLEEPER, STUBBORN
 from lib import runtime as runtime_module
 
-SLEEP = "import time;print('up',flush=True);time.sleep(600)"
-IGNORE_TERM = "import signal,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);print('up',flush=True);time.sleep(600)"
 
 
 def start_in_background(stack, name):
@@ -21,7 +20,7 @@ def start_in_background(stack, name):
 
 
 def test_sigkill_while_starting(stack):
-    s = stack({"api": {"cmd": py_cmd(SLEEP), "ready": {"type": "tcp", "port": free_port()}}})
+    s = stack({"api": {"cmd": py_cmd(SLEEPER), "ready": {"type": "tcp", "port": free_port()}}})
     thread, result = start_in_background(s, "api")
     wait_until(lambda: s.runtime.status("api") == "running" and "up" in s.lines("api"), message="probing")
     os.kill(s.runtime.process_groups()[0], signal.SIGKILL)
@@ -32,7 +31,7 @@ def test_sigkill_while_starting(stack):
 
 
 def test_sigkill_while_ready(stack):
-    s = stack({"app": {"cmd": py_cmd(SLEEP)}})
+    s = stack({"app": {"cmd": py_cmd(SLEEPER)}})
     s.runtime.claim_start("app")()
     os.kill(s.runtime.process_groups()[0], signal.SIGKILL)
     wait_until(lambda: s.runtime.status("app") == "failed", message="failed")
@@ -41,7 +40,7 @@ def test_sigkill_while_ready(stack):
 
 
 def test_sigkill_while_being_stopped(stack):
-    s = stack({"app": {"cmd": py_cmd(IGNORE_TERM)}})
+    s = stack({"app": {"cmd": py_cmd(STUBBORN)}})
     s.runtime.claim_start("app")()
     wait_until(lambda: "up" in s.lines("app"), message="handler installed")
     pid = s.runtime.process_groups()[0]
@@ -56,7 +55,7 @@ def test_sigkill_while_being_stopped(stack):
 
 def test_hanging_stop_cmd_is_bounded(stack, monkeypatch):
     monkeypatch.setattr(runtime_module, "STOP_CMD_TIMEOUT", 0.5)
-    s = stack({"app": {"cmd": py_cmd(SLEEP), "stopCmd": py_cmd("import time;time.sleep(600)")}})
+    s = stack({"app": {"cmd": py_cmd(SLEEPER), "stopCmd": py_cmd("import time;time.sleep(600)")}})
     s.runtime.claim_start("app")()
     assert s.runtime.claim_stop("app")().ok
     assert "stopCmd still running after 0.5s: killed" in s.lines("app", "system")
@@ -68,8 +67,8 @@ def test_probe_that_never_answers_does_not_hold_up_stop_or_shutdown(stack):
     import socket
     with socket.create_server(("127.0.0.1", 0)) as silent:   # accepts, never answers
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/health"
-        s = stack({"api": {"cmd": py_cmd(SLEEP), "ready": {"type": "http", "url": url}},
-                   "web": {"cmd": py_cmd(SLEEP), "ready": {"type": "http", "url": url}}})
+        s = stack({"api": {"cmd": py_cmd(SLEEPER), "ready": {"type": "http", "url": url}},
+                   "web": {"cmd": py_cmd(SLEEPER), "ready": {"type": "http", "url": url}}})
         thread, result = start_in_background(s, "api")
         wait_until(lambda: s.runtime.status("api") == "running", message="probing")
         assert s.runtime.claim_stop("api")().ok
@@ -162,7 +161,7 @@ def slow_http():
 
 
 def test_slow_http_probe_holds_up_neither_stop_nor_the_next_start_nor_shutdown(stack, slow_http):
-    s = stack({"api": {"cmd": py_cmd(SLEEP), "ready": {"type": "http", "url": slow_http.url}}})
+    s = stack({"api": {"cmd": py_cmd(SLEEPER), "ready": {"type": "http", "url": slow_http.url}}})
     thread, result = start_in_background(s, "api")
     wait_until(lambda: slow_http.requests >= 1, message="a probe attempt under way")
     assert s.runtime.claim_stop("api")().ok
@@ -179,8 +178,8 @@ def test_slow_http_probe_holds_up_neither_stop_nor_the_next_start_nor_shutdown(s
 
 def test_sigterm_during_a_boot_on_a_slow_probe_exits_promptly(server, slow_http, tmp_path):
     path = write_config(tmp_path, {"services": {
-        "api": {"cmd": py_cmd(SLEEP), "ready": {"type": "http", "url": slow_http.url}},
-        "web": {"cmd": py_cmd(SLEEP), "dependsOn": ["api"]}}})
+        "api": {"cmd": py_cmd(SLEEPER), "ready": {"type": "http", "url": slow_http.url}},
+        "web": {"cmd": py_cmd(SLEEPER), "dependsOn": ["api"]}}})
     flowlayer = server("-c", path)
     wait_until(lambda: slow_http.requests >= 1, message="the boot's probe attempt")
     assert flowlayer.stop(timeout=20) == 0

@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 
 from conftest import SESSION_TOKEN, Prober, py_cmd, wait_until, watched_session
 from lib import session as session_module
-from test_session import RawClient
+from lib.framing import OP_BINARY as BINARY, OP_CLOSE as CLOSE, OP_CONTINUATION as CONTINUATION
+from lib.framing import OP_PING as PING, OP_PONG as PONG, OP_TEXT as TEXT
+from wsraw import RawClient, frame
 
 STRESS = bool(os.environ.get("FLOWLAYER_STRESS"))
 FUZZ = settings(max_examples=600 if STRESS else 60, deadline=None,
@@ -33,7 +35,6 @@ SNAPSHOT = [{"name": "api", "status": "running"}, {"name": "job", "status": "sto
 LOG_SCOPES = ("api", "job", "flowlayer")
 DEFAULT_LIMIT = 5000                       # logs.bufferSize, as nothing else is set
 MAX_MESSAGE = 1 << 20
-TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 TYPES = ("command", "ack", "result", "event", "error")
 COMMANDS = ("get_snapshot", "get_logs", "start_service", "stop_service", "restart_service",
             "start_all", "stop_all")
@@ -41,31 +42,14 @@ SERVICE_COMMANDS = ("start_service", "stop_service", "restart_service")
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def watched_server(tmp_path_factory):
     yield from watched_session(tmp_path_factory.mktemp("fuzz"), SERVICES)
 
 
 # ---- frames --------------------------------------------------------------------------------
 
-def frame(opcode, payload=b"", fin=True, mask=b"\xa5\x5a\x3c\xc3", length=None):
-    """A masked client frame; `length` overrides the declared payload length."""
-    size = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | opcode])
-    if size < 126:
-        head += bytes([0x80 | size])
-    elif size < 1 << 16:
-        head += bytes([0x80 | 126]) + size.to_bytes(2, "big")
-    else:
-        head += bytes([0x80 | 127]) + size.to_bytes(8, "big")
-    n = len(payload)
-    key = (mask * (n // 4 + 1))[:n]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
-    return head + mask + masked
-
-
-def connect(env):
-    raw = RawClient(env.stack.port, token=SESSION_TOKEN)
-    raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def connect(watched):
+    raw = RawClient(watched.stack.port, SESSION_TOKEN)
     raw.handshake()
     return raw
 
@@ -567,7 +551,7 @@ def test_client_that_never_reads_its_answers_is_closed_at_the_byte_bound(session
     stack = session_stack({"chatty": {"cmd": py_cmd(CHATTY)}})
     prober = Prober(stack.url)
     threads = stack.usage()[0]
-    raw = RawClient(stack.port, token=SESSION_TOKEN)
+    raw = RawClient(stack.port, SESSION_TOKEN)
     try:
         wait_until(lambda: any("4999 x" in line for line in stack.server.lines),
                    message="5,000 lines in the store")

@@ -35,7 +35,7 @@ AUTH = f"Authorization: Bearer {SESSION_TOKEN}\r\n"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def watched_server(tmp_path_factory):
     yield from watched_session(tmp_path_factory.mktemp("http"), {"api": {"cmd": ["sleep", "600"]}})
 
 

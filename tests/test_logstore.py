@@ -440,3 +440,95 @@ def test_a_raising_subscriber_does_not_break_capture(store_factory):
     assert len(warnings) == 1 and "boom" in warnings[0]
     assert [e.message for e in received if e.service == "api"] == ["0", "1", "2"]
     assert seqs(received) == seqs(store.query()[0])
+
+
+# --- the writer's bound and per-file failures ---------------------------------------------
+
+def test_a_full_writer_queue_blocks_the_appending_thread_and_loses_nothing(
+        store_factory, tmp_path, monkeypatch):
+    """A stalled disk: the capture thread waits once more than the bound is queued; queries
+    are still answered from memory meanwhile; every line reaches the files in seq order."""
+    gate, stalled = threading.Event(), threading.Event()
+    format_lines = logstore._format_lines
+
+    def stalling_format(entries):
+        stalled.set()
+        gate.wait()
+        return format_lines(entries)
+
+    monkeypatch.setattr(logstore, "_format_lines", stalling_format)
+    monkeypatch.setattr(logstore, "WRITER_QUEUE_BYTES", 0)   # one queued chunk is too many
+    store = store_factory(logs_dir=str(tmp_path))
+    returned = []
+
+    def capture():
+        for i in range(5):
+            store.append("api", "stdout", [f"{i}.{j}" for j in range(100)], "running")
+            returned.append(i)
+
+    thread = threading.Thread(target=capture)
+    thread.start()
+    try:
+        wait_until(lambda: len(store.query()[0]) == 200, message="two chunks in memory")
+        assert stalled.is_set()
+        assert returned == [0], "the second append must wait for the stalled writer"
+        assert thread.is_alive()
+    finally:
+        gate.set()
+    thread.join(60)
+    assert returned == [0, 1, 2, 3, 4]
+    store.close()
+    lines = read_jsonl(tmp_path / "all.jsonl")
+    assert [line["message"] for line in lines] == [f"{i}.{j}" for i in range(5) for j in range(100)]
+    assert [line["seq"] for line in lines] == seqs(store.query()[0])
+    assert read_jsonl(tmp_path / "api.jsonl") == lines
+
+
+def test_close_releases_a_thread_waiting_for_room(store_factory, tmp_path, monkeypatch):
+    gate = threading.Event()
+    format_lines = logstore._format_lines
+    monkeypatch.setattr(logstore, "_format_lines",
+                        lambda entries: (gate.wait(), format_lines(entries))[1])
+    monkeypatch.setattr(logstore, "WRITER_QUEUE_BYTES", 0)
+    store = store_factory(logs_dir=str(tmp_path))
+    store.append("api", "stdout", ["a"], "running")
+    waiting = threading.Thread(target=store.append, args=("api", "stdout", ["b"], "running"))
+    waiting.start()
+    closing = threading.Thread(target=store.close)
+    closing.start()
+    gate.set()
+    closing.join(60)
+    waiting.join(60)
+    assert not closing.is_alive() and not waiting.is_alive()
+    assert [line["message"] for line in read_jsonl(tmp_path / "all.jsonl")] == ["a", "b"]
+
+
+def test_one_failing_file_does_not_stop_the_others(store_factory, tmp_path):
+    """A name too long for the filesystem: that file is reported once, all.jsonl and the
+    other services' files get every line."""
+    warnings = []
+    long_name = "n" * 300
+    store = store_factory(logs_dir=str(tmp_path), on_warning=warnings.append)
+    for i in range(3):
+        store.append(long_name, "stdout", [f"long {i}"], "running")
+        store.append("api", "stdout", [f"api {i}"], "running")
+        store.query(before_seq=FAR)   # one writer round per step
+    store.close()
+    assert len(warnings) == 1, warnings
+    assert long_name in warnings[0] and "File name too long" in warnings[0]
+    assert [line["message"] for line in read_jsonl(tmp_path / "all.jsonl")] == [
+        f"{who} {i}" for i in range(3) for who in ("long", "api")]
+    assert [line["message"] for line in read_jsonl(tmp_path / "api.jsonl")] == [
+        f"api {i}" for i in range(3)]
+
+
+def test_first_within_takes_the_part_of_a_chunk_that_fits():
+    store = LogStore()
+    store.append("api", "stdout", ["x" * 100] * 10, "running")
+    chunk = store.query("api")[0]
+    assert logstore.first_within(chunk, logstore.chunk_bytes(chunk), empty=False) == (
+        chunk, logstore.chunk_bytes(chunk))
+    part, size = logstore.first_within(chunk, logstore.chunk_bytes(chunk[:3]), empty=False)
+    assert part == chunk[:3] and size == logstore.chunk_bytes(chunk[:3])
+    assert logstore.first_within(chunk, 5, empty=False) == ([], 0)
+    assert logstore.first_within(chunk, 5, empty=True)[0] == chunk[:1]

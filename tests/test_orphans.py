@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from conftest import PY, ROOT, ServerProcess, pids_with_marker, py_cmd, wait_until, write_config
+from conftest import ROOT, ServerProcess, pids_with_marker, py_cmd, wait_until, write_config
 
 REPEAT = 10 if os.environ.get("FLOWLAYER_STRESS") else 1
 

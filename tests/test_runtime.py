@@ -8,27 +8,16 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import free_port, py_cmd, wait_until
+from services import HTTP_SERVER, SLEEPER, STUBBORN, TCP_LISTENER
 from lib import runtime as runtime_module
 from lib.runtime import ServiceBusy, UnknownService
 from lib.service_state import ServiceState
 from lib.summary import boot_summary
 
-LISTEN_TCP = (
-    "import socket,sys,time;time.sleep(0.1);"
-    "s=socket.create_server(('127.0.0.1',int(sys.argv[1])));print('listening',flush=True);"
-    "time.sleep(600)"
-)
-LISTEN_HTTP = (
-    "import http.server,sys;"
-    "h=type('H',(http.server.BaseHTTPRequestHandler,),{'do_GET':lambda s:(s.send_response(204),s.end_headers()),"
-    "'log_message':lambda *a:None});"
-    "http.server.HTTPServer(('127.0.0.1',int(sys.argv[1])),h).serve_forever()"
-)
-SLEEP = "import time;print('up',flush=True);time.sleep(600)"
 
 
 def test_daemon_without_probe_is_running(stack):
-    s = stack({"app": {"cmd": py_cmd(SLEEP)}})
+    s = stack({"app": {"cmd": py_cmd(SLEEPER)}})
     assert s.runtime.claim_start("app")().ok
     assert s.statuses("app") == ["starting", "running"]
     wait_until(lambda: "up" in s.lines("app"), message="output captured")
@@ -36,7 +25,7 @@ def test_daemon_without_probe_is_running(stack):
 
 def test_tcp_probe_reaches_ready(stack):
     port = free_port()
-    s = stack({"db": {"cmd": py_cmd(LISTEN_TCP) + [str(port)], "port": port, "ready": {"type": "tcp"}}})
+    s = stack({"db": {"cmd": py_cmd(TCP_LISTENER) + [str(port)], "port": port, "ready": {"type": "tcp"}}})
     assert s.runtime.claim_start("db")().ok
     assert s.statuses("db") == ["starting", "running", "ready"]
     assert f"ready tcp: {port}" in s.lines("db", "system")
@@ -45,7 +34,7 @@ def test_tcp_probe_reaches_ready(stack):
 def test_http_probe_reaches_ready(stack):
     port = free_port()
     url = f"http://127.0.0.1:{port}/health"
-    s = stack({"api": {"cmd": py_cmd(LISTEN_HTTP) + [str(port)], "ready": {"type": "http", "url": url}}})
+    s = stack({"api": {"cmd": py_cmd(HTTP_SERVER) + [str(port)], "ready": {"type": "http", "url": url}}})
     assert s.runtime.claim_start("api")().ok
     assert s.statuses("api") == ["starting", "running", "ready"]
     assert f"ready http: {url}" in s.lines("api", "system")
@@ -105,9 +94,9 @@ def test_port_in_use_fails_before_spawn(stack, tmp_path):
 def test_blocked_dependents_stay_where_they_were(stack):
     s = stack({
         "db": {"cmd": py_cmd("raise SystemExit(2)"), "ready": {"type": "tcp", "port": free_port()}},
-        "cache": {"cmd": py_cmd(SLEEP)},
-        "api": {"cmd": py_cmd(SLEEP), "dependsOn": ["db", "cache"]},
-        "web": {"cmd": py_cmd(SLEEP), "dependsOn": ["api"]},
+        "cache": {"cmd": py_cmd(SLEEPER)},
+        "api": {"cmd": py_cmd(SLEEPER), "dependsOn": ["db", "cache"]},
+        "web": {"cmd": py_cmd(SLEEPER), "dependsOn": ["api"]},
     })
     outcome = s.runtime.claim_start_all()()
     assert not outcome.ok
@@ -121,9 +110,9 @@ def test_blocked_dependents_stay_where_they_were(stack):
 def test_waves_start_in_order_and_stop_in_reverse(stack):
     port = free_port()
     s = stack({
-        "db": {"cmd": py_cmd(LISTEN_TCP) + [str(port)], "ready": {"type": "tcp", "port": port}},
-        "api": {"cmd": py_cmd(SLEEP), "dependsOn": ["db"]},
-        "web": {"cmd": py_cmd(SLEEP), "dependsOn": ["api"]},
+        "db": {"cmd": py_cmd(TCP_LISTENER) + [str(port)], "ready": {"type": "tcp", "port": port}},
+        "api": {"cmd": py_cmd(SLEEPER), "dependsOn": ["db"]},
+        "web": {"cmd": py_cmd(SLEEPER), "dependsOn": ["api"]},
     })
     assert s.runtime.claim_start_all()().ok
     order = [(e.service, e.status) for e in s.events]
@@ -139,8 +128,8 @@ def test_waves_start_in_order_and_stop_in_reverse(stack):
 def test_start_service_starts_missing_dependencies_first(stack):
     s = stack({
         "db": {"kind": "oneshot", "cmd": py_cmd("print('migrated')")},
-        "api": {"cmd": py_cmd(SLEEP), "dependsOn": ["db"]},
-        "other": {"cmd": py_cmd(SLEEP)},
+        "api": {"cmd": py_cmd(SLEEPER), "dependsOn": ["db"]},
+        "other": {"cmd": py_cmd(SLEEPER)},
     })
     assert s.runtime.claim_start("api")().ok
     assert s.statuses("db") == ["starting", "running", "stopped"]
@@ -153,7 +142,7 @@ def test_start_service_starts_missing_dependencies_first(stack):
 
 
 def test_start_of_a_running_service_has_nothing_to_do(stack):
-    s = stack({"app": {"cmd": py_cmd(SLEEP)}})
+    s = stack({"app": {"cmd": py_cmd(SLEEPER)}})
     s.runtime.claim_start("app")()
     before = list(s.events)
     assert s.runtime.claim_start("app")().ok
@@ -161,13 +150,13 @@ def test_start_of_a_running_service_has_nothing_to_do(stack):
 
 
 def test_stop_of_a_stopped_service_emits_nothing(stack):
-    s = stack({"app": {"cmd": py_cmd(SLEEP)}})
+    s = stack({"app": {"cmd": py_cmd(SLEEPER)}})
     assert s.runtime.claim_stop("app")().ok
     assert s.events == []
 
 
 def test_restart(stack):
-    s = stack({"app": {"cmd": py_cmd(SLEEP)}})
+    s = stack({"app": {"cmd": py_cmd(SLEEPER)}})
     s.runtime.claim_start("app")()
     assert s.runtime.claim_restart("app")().ok
     assert s.statuses("app") == ["starting", "running", "stopping", "stopped", "starting", "running"]
@@ -175,11 +164,9 @@ def test_restart(stack):
 
 def test_sigterm_ignoring_service_is_killed_after_grace(stack, monkeypatch):
     monkeypatch.setattr(runtime_module, "STOP_GRACE", 0.5)
-    code = ("import signal,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
-            "print('stubborn',flush=True);time.sleep(600)")
-    s = stack({"app": {"cmd": py_cmd(code)}})
+    s = stack({"app": {"cmd": py_cmd(STUBBORN)}})
     s.runtime.claim_start("app")()
-    wait_until(lambda: "stubborn" in s.lines("app"), message="handler installed")
+    wait_until(lambda: "up" in s.lines("app"), message="handler installed")
     assert s.runtime.claim_stop("app")().ok
     assert s.statuses("app")[-2:] == ["stopping", "stopped"]
     assert "exited (signal SIGKILL)" in s.lines("app", "system")
@@ -188,7 +175,7 @@ def test_sigterm_ignoring_service_is_killed_after_grace(stack, monkeypatch):
 def test_stop_cmd_runs_with_the_service_env(stack, tmp_path):
     out = tmp_path / "stopped.txt"
     s = stack({"app": {
-        "cmd": py_cmd(SLEEP),
+        "cmd": py_cmd(SLEEPER),
         "stopCmd": py_cmd(f"import os;print('bye', os.environ['GREETING']);open({str(out)!r},'w').write('x')"),
         "env": {"GREETING": "hello-env"},
     }})
@@ -214,7 +201,7 @@ def test_oneshot_stop_cmd_runs_once_after_exit(stack, tmp_path):
 
 
 def test_stop_abandons_a_pending_start(stack):
-    s = stack({"api": {"cmd": py_cmd(SLEEP), "ready": {"type": "tcp", "port": free_port()}}})
+    s = stack({"api": {"cmd": py_cmd(SLEEPER), "ready": {"type": "tcp", "port": free_port()}}})
     result = {}
     starter = threading.Thread(target=lambda: result.update(out=s.runtime.claim_start("api")()))
     starter.start()
@@ -226,8 +213,8 @@ def test_stop_abandons_a_pending_start(stack):
 
 
 def test_busy_rules(stack):
-    s = stack({"api": {"cmd": py_cmd(SLEEP), "ready": {"type": "tcp", "port": free_port()}},
-               "other": {"cmd": py_cmd(SLEEP)}})
+    s = stack({"api": {"cmd": py_cmd(SLEEPER), "ready": {"type": "tcp", "port": free_port()}},
+               "other": {"cmd": py_cmd(SLEEPER)}})
     threading.Thread(target=s.runtime.claim_start("api"), daemon=True).start()
     wait_until(lambda: s.runtime.status("api") == "running", message="probing")
     for claim in (s.runtime.claim_start, s.runtime.claim_restart):
@@ -247,8 +234,8 @@ def test_busy_rules(stack):
 
 def test_stop_all_cuts_a_boot_short(stack):
     s = stack({
-        "db": {"cmd": py_cmd(SLEEP), "ready": {"type": "tcp", "port": free_port()}},
-        "api": {"cmd": py_cmd(SLEEP), "dependsOn": ["db"]},
+        "db": {"cmd": py_cmd(SLEEPER), "ready": {"type": "tcp", "port": free_port()}},
+        "api": {"cmd": py_cmd(SLEEPER), "dependsOn": ["db"]},
     })
     booted = threading.Thread(target=s.runtime.boot)
     booted.start()
@@ -262,10 +249,10 @@ def test_stop_all_cuts_a_boot_short(stack):
 
 def test_boot_summary_counts(stack):
     s = stack({
-        "ok": {"cmd": py_cmd(SLEEP)},
+        "ok": {"cmd": py_cmd(SLEEPER)},
         "seed": {"kind": "oneshot", "cmd": py_cmd("pass")},
         "bad": {"kind": "oneshot", "cmd": py_cmd("raise SystemExit(1)")},
-        "after": {"cmd": py_cmd(SLEEP), "dependsOn": ["bad"]},
+        "after": {"cmd": py_cmd(SLEEPER), "dependsOn": ["bad"]},
     })
     s.runtime.boot()
     summary = [m for m in s.lines("flowlayer") if "startup" in m][0]
@@ -302,7 +289,7 @@ def test_log_lines_carry_the_phase(stack):
 
 
 def test_status_timestamps_never_decrease(stack):
-    s = stack({"a": {"cmd": py_cmd(SLEEP)}, "b": {"cmd": py_cmd(SLEEP)}})
+    s = stack({"a": {"cmd": py_cmd(SLEEPER)}, "b": {"cmd": py_cmd(SLEEPER)}})
     s.runtime.claim_start_all()()
     s.runtime.claim_stop_all()()
     stamps = [e.timestamp for e in s.events]
@@ -317,7 +304,7 @@ def test_env_gets_pythonunbuffered(stack):
 
 
 def test_kill_all_signals_every_group(stack):
-    s = stack({"app": {"cmd": py_cmd(SLEEP)}})
+    s = stack({"app": {"cmd": py_cmd(SLEEPER)}})
     s.runtime.claim_start("app")()
     pid = s.runtime.process_groups()[0]
     s.runtime.kill_all()
@@ -328,7 +315,7 @@ def test_kill_all_signals_every_group(stack):
 
 
 def test_boot_after_shutdown_began_is_cancelled(stack):
-    s = stack({"app": {"cmd": py_cmd(SLEEP)}})
+    s = stack({"app": {"cmd": py_cmd(SLEEPER)}})
     s.runtime.shutdown()
     assert s.runtime.boot().ok
     assert s.statuses("app") == []
@@ -336,7 +323,7 @@ def test_boot_after_shutdown_began_is_cancelled(stack):
 
 
 def test_a_raising_status_subscriber_is_reported_once_and_stops_nothing(stack):
-    s = stack({"app": {"cmd": py_cmd(SLEEP)}})
+    s = stack({"app": {"cmd": py_cmd(SLEEPER)}})
 
     def broken(event):
         raise RuntimeError("boom")

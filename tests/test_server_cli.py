@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from conftest import PY, ROOT, free_port, pids_with_marker, py_cmd, wait_until, write_config
+from services import SLEEPER, STUBBORN
 
-SLEEP = "import time;print('up',flush=True);time.sleep(600)"
 FLOWLAYER = os.path.join(ROOT, "flowlayer.py")
 
 
@@ -21,7 +21,7 @@ def run(*args, cwd=None, timeout=30):
 
 
 def simple_config(tmp_path, **services):
-    return write_config(tmp_path, {"services": services or {"app": {"cmd": py_cmd(SLEEP)}}})
+    return write_config(tmp_path, {"services": services or {"app": {"cmd": py_cmd(SLEEPER)}}})
 
 
 def test_version():
@@ -78,8 +78,8 @@ def test_bad_bind_flag_is_a_usage_error(tmp_path):
 
 
 def test_discovery_order(tmp_path, server):
-    write_config(tmp_path, {"services": {"second": {"cmd": py_cmd(SLEEP)}}}, "flowlayer.json")
-    write_config(tmp_path, {"services": {"first": {"cmd": py_cmd(SLEEP)}}}, "flowlayer.jsonc")
+    write_config(tmp_path, {"services": {"second": {"cmd": py_cmd(SLEEPER)}}}, "flowlayer.json")
+    write_config(tmp_path, {"services": {"first": {"cmd": py_cmd(SLEEPER)}}}, "flowlayer.jsonc")
     s = server(cwd=tmp_path)
     s.wait_line(f"boot: config {tmp_path / 'flowlayer.jsonc'}")
     s.wait_line("first")
@@ -89,10 +89,10 @@ def test_discovery_order(tmp_path, server):
 def test_boot_lines_and_echo(tmp_path, server):
     path = simple_config(
         tmp_path,
-        db={"cmd": py_cmd(SLEEP)},
+        db={"cmd": py_cmd(SLEEPER)},
         api={"cmd": py_cmd("import sys,time;print('out',flush=True);print('oops',file=sys.stderr,flush=True);"
                            "time.sleep(600)"), "dependsOn": ["db"]},
-        cache={"cmd": py_cmd(SLEEP)},
+        cache={"cmd": py_cmd(SLEEPER)},
     )
     s = server("-c", path)
     s.wait_line("startup ok")
@@ -110,7 +110,7 @@ def test_boot_lines_and_echo(tmp_path, server):
 
 
 def test_startup_incomplete_summary(tmp_path, server):
-    path = simple_config(tmp_path, bad={"cmd": "no-such-program-x"}, dep={"cmd": py_cmd(SLEEP), "dependsOn": ["bad"]})
+    path = simple_config(tmp_path, bad={"cmd": "no-such-program-x"}, dep={"cmd": py_cmd(SLEEPER), "dependsOn": ["bad"]})
     s = server("-c", path)
     s.wait_line("startup incomplete: 0 running, 0 done, 1 failed_start, 1 blocked")
     s.wait_line("dep | blocked: dependency bad failed")
@@ -137,9 +137,7 @@ def test_signal_shuts_down_cleanly_in_reverse_order(tmp_path, server, sig):
 
 def test_second_sigint_kills_at_once(tmp_path, server):
     marker = f"FLOWLAYER_TEST_{uuid.uuid4().hex}"
-    stubborn = ("import signal,time;signal.signal(signal.SIGTERM,signal.SIG_IGN);"
-                "print('up',flush=True);time.sleep(600)")
-    s = server("-c", simple_config(tmp_path, app={"cmd": py_cmd(stubborn), "env": {"MARK": marker}}))
+    s = server("-c", simple_config(tmp_path, app={"cmd": py_cmd(STUBBORN), "env": {"MARK": marker}}))
     s.wait_line("app | up")
     first = time.monotonic()
     s.proc.send_signal(signal.SIGINT)
@@ -189,7 +187,7 @@ def test_sighup_shuts_down_cleanly(tmp_path, server):
 def test_logs_dir_that_cannot_be_created_exits_1(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a dir")
-    path = write_config(tmp_path, {"logs": {"dir": "file/logs"}, "services": {"a": {"cmd": py_cmd(SLEEP)}}})
+    path = write_config(tmp_path, {"logs": {"dir": "file/logs"}, "services": {"a": {"cmd": py_cmd(SLEEPER)}}})
     out = run("-c", path)
     assert out.returncode == 1
     assert out.stderr.startswith("Error: cannot use logs dir") and "Traceback" not in out.stderr

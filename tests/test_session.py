@@ -5,10 +5,8 @@ The runtime here is a fake that implements the interface of docs/internals.md an
 test decide what a command does and when; the log store and the config are the real ones.
 End-to-end tests with the real runtime live in test_session_e2e.py.
 """
-import base64
 import http.client
 import json
-import os
 import socket
 import struct
 import threading
@@ -18,10 +16,10 @@ import pytest
 import websocket
 
 from conftest import wait_until, write_config
-from lib import framing
+from wsraw import RawClient
 from lib import session as session_module
 from lib.config import load
-from lib.logstore import LogStore, format_timestamp
+from lib.logstore import LogEntry, LogStore, chunk_bytes, format_timestamp
 from lib.runtime import Outcome, ServiceBusy, StatusEvent, UnknownService
 from lib.session import SessionServer
 
@@ -175,95 +173,6 @@ class Client:
 
     def close(self):
         self.ws.close()
-
-
-class RawClient:
-    """A WebSocket client on a plain socket, for frames websocket-client will not send."""
-
-    def __init__(self, port, token=TOKEN, rcvbuf=None):
-        self.sock = socket.socket()
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(20)
-        self.sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
-                           ).encode())
-        self.buffer = b""
-        while b"\r\n\r\n" not in self.buffer:
-            self.buffer += self._recv()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101 "), head
-
-    def _recv(self):
-        data = self.sock.recv(1 << 20)
-        if not data:
-            raise EOFError
-        return data
-
-    def send_frame(self, opcode, payload=b"", fin=True, masked=True, rsv=0):
-        size = len(payload)
-        head = bytes([(0x80 if fin else 0) | rsv | opcode])
-        bit = 0x80 if masked else 0
-        if size < 126:
-            head += bytes([bit | size])
-        elif size < 65536:
-            head += bytes([bit | 126]) + struct.pack(">H", size)
-        else:
-            head += bytes([bit | 127]) + struct.pack(">Q", size)
-        if masked:
-            mask = os.urandom(4)
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if size < 4096 \
-                else framing.unmask(payload, mask)
-            head += mask
-        self.sock.sendall(head + payload)
-
-    def send_text(self, text):
-        self.send_frame(0x1, text.encode())
-
-    def _take(self, size):
-        while len(self.buffer) < size:
-            self.buffer += self._recv()
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
-
-    def recv_frame(self):
-        first, second = self._take(2)
-        assert first & 0x80 and not second & 0x80, "server frames are final and unmasked"
-        size = second & 0x7F
-        if size == 126:
-            size = struct.unpack(">H", self._take(2))[0]
-        elif size == 127:
-            size = struct.unpack(">Q", self._take(8))[0]
-        return first & 0x0F, self._take(size)
-
-    def recv_json(self):
-        opcode, data = self.recv_frame()
-        assert opcode == 0x1
-        return json.loads(data)
-
-    def handshake(self):
-        assert [self.recv_json()["name"] for _ in range(2)] == ["hello", "snapshot"]
-
-    def close_code(self):
-        """Skip frames up to the server's close frame and return its code."""
-        while True:
-            opcode, data = self.recv_frame()
-            if opcode == 0x8:
-                return struct.unpack(">H", data[:2])[0] if data else None
-
-    def at_eof(self):
-        """True once the server has closed the TCP connection."""
-        try:
-            while True:
-                self._recv()
-        except (EOFError, ConnectionResetError):
-            return True
-
-    def close(self):
-        self.sock.close()
 
 
 def http_get(port, path="/health", method="GET", authorization=f"Bearer {TOKEN}", headers=None):
@@ -752,7 +661,7 @@ def test_reconnecting_client_recovers_every_missed_line_with_after_seq(env):
 # ---- frames --------------------------------------------------------------------------------
 
 def test_fragmented_message_with_a_ping_inside(env):
-    raw = RawClient(env.port)
+    raw = RawClient(env.port, TOKEN)
     raw.handshake()
     text = json.dumps({"type": "command", "id": "frag", "name": "get_snapshot"}).encode()
     raw.send_frame(0x1, text[:10], fin=False)
@@ -769,7 +678,7 @@ def test_fragmented_message_with_a_ping_inside(env):
 
 
 def test_close_is_echoed_and_the_connection_ends(env):
-    raw = RawClient(env.port)
+    raw = RawClient(env.port, TOKEN)
     raw.handshake()
     raw.send_frame(0x8, struct.pack(">H", 1000) + b"bye")
     assert raw.recv_frame() == (0x8, struct.pack(">H", 1000))
@@ -779,7 +688,7 @@ def test_close_is_echoed_and_the_connection_ends(env):
 
 
 def test_message_of_exactly_one_mib_is_accepted(env):
-    raw = RawClient(env.port)
+    raw = RawClient(env.port, TOKEN)
     raw.handshake()
     text = json.dumps({"type": "command", "id": "big", "name": "get_snapshot",
                        "payload": {"pad": ""}})
@@ -791,7 +700,7 @@ def test_message_of_exactly_one_mib_is_accepted(env):
 
 @pytest.mark.parametrize("fragments", [1, 2])
 def test_message_above_one_mib_closes_with_1009(env, fragments):
-    raw = RawClient(env.port)
+    raw = RawClient(env.port, TOKEN)
     raw.handshake()
     data = b"x" * ((1 << 20) + 1)
     if fragments == 1:
@@ -822,7 +731,7 @@ def test_websocket_client_sees_1009_for_an_oversized_message(env):
     lambda raw: raw.send_frame(0x8, b"\x03"),                      # close code cut in half
 ])
 def test_malformed_frames_close_with_1002(env, send):
-    raw = RawClient(env.port)
+    raw = RawClient(env.port, TOKEN)
     raw.handshake()
     send(raw)
     assert raw.close_code() == 1002
@@ -834,7 +743,7 @@ def test_malformed_frames_close_with_1002(env, send):
 def test_disconnect_without_close_leaks_nothing(env):
     baseline = threading.active_count()
     for abrupt in (False, True):
-        clients = [RawClient(env.port) for _ in range(5)]
+        clients = [RawClient(env.port, TOKEN) for _ in range(5)]
         for raw in clients:
             raw.handshake()
         wait_until(lambda: env.connections() == 5, message="five connections")
@@ -849,7 +758,7 @@ def test_disconnect_without_close_leaks_nothing(env):
 
 
 def test_stalled_client_slows_neither_capture_nor_other_clients(env):
-    stalled = RawClient(env.port, rcvbuf=4096)   # never reads past the handshake
+    stalled = RawClient(env.port, TOKEN, rcvbuf=4096)   # never reads past the handshake
     wait_until(lambda: env.connections() == 1, message="the stalled connection")
     client = env.client()
     done = threading.Event()
@@ -878,8 +787,64 @@ def test_stalled_client_slows_neither_capture_nor_other_clients(env):
     client.close()
 
 
+def test_broadcaster_behind_drops_live_lines_by_bytes_and_counts_them(env, monkeypatch):
+    """The broadcaster's queue holds a bounded number of bytes: past it, live log events are
+    lost to every client and counted; status events are not; get_logs after_seq has all."""
+    gate, busy = threading.Event(), threading.Event()
+    log_frames = session_module._log_frames
+
+    def stalled_log_frames(entries):
+        busy.set()
+        gate.wait()
+        return log_frames(entries)
+
+    monkeypatch.setattr(session_module, "_log_frames", stalled_log_frames)
+    client = env.client()
+    wait_until(lambda: env.connections() == 1, message="the connection")
+    try:
+        add_lines(env.store, "api", 1, "first")     # taken by the broadcaster, which stalls
+        assert busy.wait(30)
+        long_line = "x" * 10_000
+        chunks = [[f"{long_line} {i}", "b", "c"] for i in range(6)]
+        size = chunk_bytes([LogEntry(0, "api", "running", "stdout", m, "") for m in chunks[0]])
+        monkeypatch.setattr(session_module, "LOG_QUEUE_BYTES", 3 * size)
+        for lines in chunks:                         # three fit in the queue, three do not
+            env.store.append("api", "stdout", lines, "running")
+        assert env.server.dropped_lines == 9
+        env.runtime.set_status("db", "ready")
+    finally:
+        gate.set()
+    messages = []
+    while len([m for m in messages if m["type"] == "event" and m["name"] == "log"]) < 10:
+        messages.append(client.recv())
+    while not any(m["name"] == "service_status" for m in messages if m["type"] == "event"):
+        messages.append(client.recv())
+    received = [m["payload"]["message"] for m in messages if m.get("name") == "log"]
+    assert received == ["first 0"] + [m for i in range(3) for m in (f"{long_line} {i}", "b", "c")]
+    first_seq = [m["payload"]["seq"] for m in messages if m.get("name") == "log"][0]
+    _, result = client.command("get_logs", {"service": "api", "after_seq": first_seq})
+    assert [e["message"] for e in result["data"]["entries"]] == [
+        m for i in range(6) for m in (f"{long_line} {i}", "b", "c")]
+    client.close()
+
+
+def test_outbox_drops_log_blobs_by_bytes_and_counts_their_lines(monkeypatch):
+    monkeypatch.setattr(session_module, "LOG_BACKLOG_BYTES", 1000)
+    outbox = session_module._Outbox()
+    outbox.release([b"hello"])
+    outbox.offer(b"a" * 600, 3)
+    outbox.offer(b"b" * 600, 5)                       # 1,200 bytes would pass the bound
+    assert outbox.put(b"status")                      # never dropped
+    outbox.offer(b"c" * 400, 2)
+    assert outbox.dropped_lines == 5
+    frames, last = outbox.take()
+    assert frames == [b"hello", b"a" * 600, b"status", b"c" * 400] and not last
+    outbox.offer(b"d" * 1000, 1)                      # taken: the backlog is empty again
+    assert outbox.take()[0] == [b"d" * 1000] and outbox.dropped_lines == 5
+
+
 def test_client_whose_undroppable_backlog_passes_the_limit_is_closed(env):
-    stalled = RawClient(env.port, rcvbuf=4096)
+    stalled = RawClient(env.port, TOKEN, rcvbuf=4096)
     client = env.client()
     wait_until(lambda: env.connections() == 2, message="two connections")
     received = []
@@ -912,7 +877,7 @@ def test_client_whose_undroppable_backlog_passes_the_limit_is_closed(env):
 
 def test_close_sends_going_away_to_every_client(tmp_path):
     env = Env(tmp_path)
-    raws = [RawClient(env.port) for _ in range(3)]
+    raws = [RawClient(env.port, TOKEN) for _ in range(3)]
     for raw in raws:
         raw.handshake()
     wait_until(lambda: env.connections() == 3, message="three connections")

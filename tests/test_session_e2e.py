@@ -5,13 +5,14 @@ import subprocess
 import pytest
 
 from conftest import PY, ROOT, free_port, py_cmd, wait_until, write_config
+from services import SLEEPER
 from lib.config import load
 from lib.logstore import LogStore
 from lib.runtime import Runtime
 from lib.session import SessionServer
-from test_session import TOKEN, Client, RawClient, http_get
+from test_session import TOKEN, Client, http_get
+from wsraw import RawClient
 
-SLEEPER = "import time\nprint('up', flush=True)\ntime.sleep(600)"
 
 
 class Stack:
@@ -127,7 +128,7 @@ def test_flowlayer_server_program_serves_the_session(tmp_path):
         snapshot = client.command("get_snapshot")[1]["data"]["services"]
         assert snapshot == [{"name": "api", "status": "running"},
                             {"name": "job", "status": "stopped"}]
-        raw = RawClient(port)
+        raw = RawClient(port, TOKEN)
         raw.handshake()
         server.send_signal(signal.SIGTERM)
         assert raw.close_code() == 1001

@@ -14,6 +14,7 @@ import time
 import uuid
 
 from conftest import SESSION_TOKEN, free_port, pids_with_marker, py_cmd, wait_until
+from services import HTTP_SERVER, TCP_LISTENER
 from test_session import Client
 
 STRESS = bool(os.environ.get("FLOWLAYER_STRESS"))
@@ -23,16 +24,6 @@ COMMAND_TIMEOUT = 90     # seconds a client waits for a message before calling i
 COMMANDS = ("start_service", "stop_service", "restart_service", "start_all", "stop_all")
 WEIGHTS = (30, 30, 30, 2, 2)
 
-LISTEN = ("import socket, sys, time\n"
-          "server = socket.create_server(('127.0.0.1', int(sys.argv[1])))\n"
-          "print('listening', flush=True)\n")
-TCP_SERVICE = LISTEN + "time.sleep(600)\n"
-HTTP_SERVICE = LISTEN + (
-    "while True:\n"
-    "    conn, _ = server.accept()\n"
-    "    conn.recv(4096)\n"
-    "    conn.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: 0\\r\\n\\r\\n')\n"
-    "    conn.close()\n")
 FLAKY = "import time\ntime.sleep(0.2)\nraise SystemExit(1)"
 
 # Legal changes of state (SPEC 3.2, 3.4). A start that fails or a oneshot that exits may be
@@ -52,11 +43,11 @@ UP, DOWN = ("running", "ready"), ("stopped", "failed", "unknown")
 def storm_services(marker):
     db, api = free_port(), free_port()
     services = {
-        "db": {"cmd": py_cmd(TCP_SERVICE) + [str(db)], "port": db,
+        "db": {"cmd": py_cmd(TCP_LISTENER) + [str(db)], "port": db,
                "ready": {"type": "tcp"}},
         "cache": {"cmd": ["sleep", "600"], "stopCmd": ["true"]},
         "migrate": {"kind": "oneshot", "cmd": ["true"], "stopCmd": ["true"], "dependsOn": ["db"]},
-        "api": {"cmd": py_cmd(HTTP_SERVICE) + [str(api)], "port": api,
+        "api": {"cmd": py_cmd(HTTP_SERVER) + [str(api)], "port": api,
                 "ready": {"type": "http", "url": f"http://127.0.0.1:{api}/health"},
                 "dependsOn": ["db", "cache"]},
         "worker": {"cmd": ["sleep", "600"], "dependsOn": ["migrate"]},
