@@ -15,7 +15,7 @@ has been reused by someone else is never signalled:
 - elsewhere (no /proc): the groups the server listed with `+PGID` and not withdrawn with
   `-PGID`, pruned of groups that are gone; a group id reused after its group died unseen
   can still be hit there.
-Stdlib only: it runs as `python -c '...main()' RUN_ID`, importing nothing else of the
+Stdlib only: it runs as `python -c '...main()' RUN_ID SERVER_PID`, importing nothing else of the
 package.
 """
 import os
@@ -47,7 +47,7 @@ class Guardian:
         from .process import RUN_ID, spawn  # the package exists on this side only
         self._lock = threading.Lock()
         self._proc = spawn(
-            [sys.executable, "-c", _launcher(), RUN_ID], stdin=subprocess.PIPE,
+            [sys.executable, "-c", _launcher(), RUN_ID, str(os.getpid())], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True)
 
@@ -146,7 +146,9 @@ def sweep(ours, grace=GRACE):
 def main():
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
-    run_id, server = sys.argv[1], os.getppid()
+    # The server names itself: had it died before this line, getppid() would name whoever
+    # adopted us (init), and "a child of the server" would then be every child of init.
+    run_id, server = sys.argv[1], int(sys.argv[2])
     spared = {os.getpgid(0)}  # never our own group nor the server's
     try:
         spared.add(os.getpgid(server))

@@ -83,8 +83,9 @@ def alive(pid):
 def run_guardian(run_id, lines):
     """Run the guardian alone under a stand-in server (a parent with no other child), feed
     it `lines`, close its pipe; return once it exited."""
-    parent = ("import subprocess,sys;"
-              f"sys.exit(subprocess.Popen([sys.executable,{GUARDIAN!r},{run_id!r}],start_new_session=True).wait())")
+    parent = ("import os,subprocess,sys;"
+              f"sys.exit(subprocess.Popen([sys.executable,{GUARDIAN!r},{run_id!r},str(os.getpid())],"
+              "start_new_session=True).wait())")
     stand_in = subprocess.Popen(py_cmd(parent), stdin=subprocess.PIPE)
     stand_in.communicate("".join(lines).encode(), timeout=30)
     assert stand_in.returncode == 0
@@ -100,6 +101,45 @@ def test_guardian_spares_a_listed_group_that_is_not_ours():
     finally:
         stranger.kill()
         stranger.wait()
+
+
+ADOPTER = """
+import ctypes, os, subprocess, sys
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
+print(stranger.pid, flush=True)
+# A server that dies at once: its guardian is adopted by this process, the stranger's parent.
+server = ("import os,subprocess,sys;"
+          "subprocess.Popen([sys.executable,sys.argv[1],'run',str(os.getpid())],"
+          "stdin=subprocess.PIPE,start_new_session=True)")
+subprocess.run([sys.executable, "-c", server, sys.argv[1]], check=True)
+while True:  # reap the adopted guardian when it is done
+    pid, _ = os.wait()
+    if pid != stranger.pid:
+        break
+print("guardian done", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="subreapers are a Linux feature")
+def test_a_guardian_whose_server_died_first_spares_its_adopters_children():
+    """The guardian learns the server's pid from the server, not from getppid(): a server
+    that died before its guardian looked would otherwise make whoever adopted the guardian
+    (init, a subreaper) "the server", and every child of it "ours"."""
+    adopter = subprocess.Popen(py_cmd(ADOPTER) + [GUARDIAN], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        stranger = int(adopter.stdout.readline())
+        assert adopter.stdout.readline() == "guardian done\n"
+        assert alive(stranger)
+    finally:
+        adopter.kill()
+        adopter.wait()
+        try:
+            os.kill(stranger, signal.SIGKILL)
+        except (ProcessLookupError, UnboundLocalError):
+            pass
 
 
 def test_guardian_ends_the_groups_of_marked_processes():
