@@ -15,7 +15,7 @@ from .echo import Echo
 from .flags import UsageError, parse, report
 from .guardian import Guardian
 from .logstore import LogStore
-from .runtime import Runtime
+from .runtime import Reconfigured, Runtime, ServiceBusy
 
 DISCOVERY = ("flowlayer.jsonc", "flowlayer.json", "flowlayer.config.jsonc", "flowlayer.config.json")
 
@@ -38,6 +38,8 @@ Options:
   --version           print the version and exit
 
 Flags take one or two dashes, and -flag=value works too.
+SIGUSR1 reloads the config file: removed services stop, changed ones restart, new
+ones start, the rest run on (see README, "Live reload").
 Ctrl-C or SIGTERM stops every service in reverse dependency order, then exits 0;
 a second Ctrl-C kills every remaining process group at once and exits 130.
 Exit codes: 0 clean run, 1 runtime failure, 2 usage or config error.
@@ -133,6 +135,8 @@ def serve(config, bind, token, color):
     store.subscribe(echo.offer)
     guardian = Guardian()
     runtime = Runtime(config, store, guardian)
+    runtime.subscribe(lambda event: isinstance(event, Reconfigured)
+                      and echo.set_names(event.config.services))
     say = store.append_server
     say(f"boot: config {config.path}")
     say(f"boot: services: {len(config.services)}")
@@ -191,9 +195,19 @@ class Signals:
         self._read.setblocking(False)
         self._write.setblocking(False)
         self.received = []
+        self.reloads = 0              # SIGUSR1s not yet handled
         signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGUSR1, lambda signum, _frame: self._reload_requested())
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, _frame: self.received.append(signum))
+
+    def _reload_requested(self):
+        self.reloads += 1
+
+    def take_reloads(self):
+        """How many SIGUSR1s arrived since the last call (only the main thread calls)."""
+        count, self.reloads = self.reloads, 0
+        return count
 
     def wake(self):
         """Wake wait() from another thread."""
@@ -218,6 +232,9 @@ def wait_for_signal(runtime, signals):
     boot.start()
     while not signals.received:
         signals.wait()
+        if signals.take_reloads() and not signals.received:
+            threading.Thread(target=reload_on_signal, args=(runtime,), name="reload",
+                             daemon=True).start()
     started = time.monotonic()
     finished = threading.Event()
 
@@ -234,6 +251,16 @@ def wait_for_signal(runtime, signals):
         signals.wait()
         if signal.SIGINT in signals.received[1:]:
             force_exit(runtime)
+
+
+def reload_on_signal(runtime):
+    """SIGUSR1: reload_config; the runtime writes the `reload: ...` lines, a refusal here."""
+    try:
+        reload = runtime.claim_reload()
+    except ServiceBusy as exc:
+        runtime.store.append_server(f"reload: refused: {exc}")
+        return
+    reload()
 
 
 def force_exit(runtime):

@@ -26,6 +26,7 @@ from . import commands, protocol
 from .framing import (CLOSE_GOING_AWAY, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FrameDecoder,
                       close_frame, close_reply, encode_frame)
 from .protocol import ProtocolError
+from .runtime import Reconfigured
 
 
 def _import_websocket_server():
@@ -356,7 +357,9 @@ class _Connection:
 
     def _on_status(self, event):
         """Runtime subscriber: called under the runtime lock, so it only enqueues."""
-        self._put(self.server._status_frame(event))
+        frame = self.server._status_frame(event)
+        if frame is not None:
+            self._put(frame)
 
     # -- reading
 
@@ -518,6 +521,7 @@ class SessionServer:
         self._tcp = None
         self._threads = []
         self._store_token = None
+        self._runtime_token = None
 
     @property
     def url(self):
@@ -529,6 +533,7 @@ class SessionServer:
         self._tcp = _TcpServer(self, self.host, self.port)
         self.port = self._tcp.server_address[1]
         self._store_token = self.store.subscribe(self._on_logs)
+        self._runtime_token, _ = self.runtime.subscribe(self._on_runtime)
         self._threads = [
             threading.Thread(target=self._tcp.serve_forever, args=(ACCEPT_POLL,),
                              name="session-accept", daemon=True),
@@ -547,6 +552,7 @@ class SessionServer:
         self._tcp.shutdown()
         self._tcp.server_close()
         self.store.unsubscribe(self._store_token)
+        self.runtime.unsubscribe(self._runtime_token)
         self._log_queue.put(None)
         for connection in connections:
             connection.going_away()
@@ -567,13 +573,27 @@ class SessionServer:
             self._no_connections.notify_all()
 
     def _status_frame(self, event):
-        """The frame of a status event, encoded once for all connections: the runtime
-        calls every subscriber with the same event, one event at a time."""
+        """The frame of a runtime event, encoded once for all connections: the runtime
+        calls every subscriber with the same event, one event at a time. A reload that
+        changed the set of services is a fresh `snapshot` (same shape as on connect), so
+        a client that knows nothing of reload shows the new list; other reloads send
+        nothing (their status events say what changed)."""
         last_event, frame = self._last_status
-        if event != last_event:
-            frame = _message_frame(protocol.status_event(*event))
+        if event is not last_event:
+            if isinstance(event, Reconfigured):
+                frame = (_message_frame(protocol.snapshot_event(event.services))
+                         if event.listed else None)
+            else:
+                frame = _message_frame(protocol.status_event(*event))
             self._last_status = (event, frame)
         return frame
+
+    def _on_runtime(self, event):
+        """Runtime subscriber: after a reload, get_logs follows the new config's limits
+        and names; a removed service's name stays, since its history is still served."""
+        if isinstance(event, Reconfigured):
+            self.config = event.config
+            self.log_scopes = self.log_scopes | frozenset(event.config.services)
 
     def _on_logs(self, entries):
         """Store subscriber: called under the store lock, so it only enqueues."""
