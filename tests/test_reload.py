@@ -2,6 +2,7 @@
 rules, the session (result, snapshot, logs of removed services) and SIGUSR1."""
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -413,3 +414,57 @@ def test_sigusr1_reloads_and_prints_reload_lines_and_echoes_new_names(server_at)
     s.rewrite({"a": "not an object"})
     s.proc.proc.send_signal(signal.SIGUSR1)
     assert "Error: " in s.proc.wait_line("[flowlayer] reload: refused, nothing changed: Error: ")
+
+
+def listed(screen):
+    """The service names of the TUI's services panel."""
+    return [m.group(1) for m in re.finditer(r"^│[> ] ([\w-]+) +\S", screen, re.M)
+            if m.group(1) != "all"]
+
+
+def test_the_tui_r_key_reloads_shows_the_outcome_and_the_new_list(tmp_path):
+    from tui_helpers import Server as TuiServer, Tui
+    port = free_port()
+    top = {"session": {"bind": f"127.0.0.1:{port}", "token": SESSION_TOKEN}}
+    path = write_config(tmp_path, {"services": {"before": daemon()}, **top})
+    server = TuiServer(path, f"127.0.0.1:{port}", SESSION_TOKEN).start()
+    t = Tui(["-config", path])
+    try:
+        t.wait_for("Connected")
+        t.wait_for(lambda s: listed(s) == ["before"])
+        write_config(tmp_path, {"services": {"after": daemon()}, **top})
+        t.send("R")
+        t.wait_for("reload_config: ok")
+        t.wait_for(lambda s: listed(s) == ["after"])
+        write_config(tmp_path, {"services": {"after": "oops"}, **top})
+        t.send("R")
+        t.wait_for("invalid_config: Error: ")
+    finally:
+        t.close()
+        server.stop()
+
+
+def test_paging_a_removed_service_past_memory_reads_its_file_and_new_services_get_files(
+        server_at, tmp_path):
+    chatty = py_cmd("import time\nfor i in range(300): print(f'line {i}')\ntime.sleep(600)")
+    logs = {"bufferSize": 100, "dir": str(tmp_path / "logs")}
+    s = server_at({"chatty": {"cmd": chatty}}, logs=logs)
+    wire = Wire(s.url)
+    wait_until(lambda: wire.command("get_logs", {"service": "chatty"})["data"]["entries"][-1:]
+               and wire.command("get_logs", {"service": "chatty"})["data"]["entries"][-1]
+               ["message"] == "line 299", message="chatty's last line")
+    s.rewrite({"fresh": {"cmd": py_cmd("print('fresh line')")}}, logs=logs)
+    assert wire.command("reload_config")["data"]["removed"] == ["chatty"]
+    seq = wire.command("get_logs", {"service": "chatty"})["data"]["entries"][0]["seq"]
+    older = []
+    while True:
+        page = wire.command("get_logs", {"service": "chatty", "limit": 64, "before_seq": seq})
+        entries = page["data"]["entries"]
+        if not entries:
+            break
+        older = entries + older
+        seq = entries[0]["seq"]
+    assert [e["message"] for e in older if e["message"].startswith("line ")][:1] == ["line 0"]
+    wait_until(lambda: os.path.exists(tmp_path / "logs" / "fresh.jsonl")
+               and "fresh line" in (tmp_path / "logs" / "fresh.jsonl").read_text(),
+               message="fresh.jsonl")
