@@ -135,13 +135,20 @@ def serve(config, bind, token, color):
     store.subscribe(echo.offer)
     guardian = Guardian()
     runtime = Runtime(config, store, guardian)
-    runtime.subscribe(lambda event: isinstance(event, Reconfigured)
-                      and echo.set_names(event.config.services))
+    session = None
+
+    def reconfigured(event):
+        """After a reload, the echo and the session API follow the new config."""
+        if isinstance(event, Reconfigured):
+            echo.set_names(event.config.services)
+            if session is not None:
+                session.follow(event.config)
+
+    runtime.subscribe(reconfigured)
     say = store.append_server
     say(f"boot: config {config.path}")
     say(f"boot: services: {len(config.services)}")
     say("boot: plan: " + "  ".join(f"[{i}] {', '.join(wave)}" for i, wave in enumerate(config.waves)))
-    session = None
     try:
         if bind is not None:
             session = start_session(runtime, store, config, bind, token)

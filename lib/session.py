@@ -521,7 +521,6 @@ class SessionServer:
         self._tcp = None
         self._threads = []
         self._store_token = None
-        self._runtime_token = None
 
     @property
     def url(self):
@@ -533,7 +532,6 @@ class SessionServer:
         self._tcp = _TcpServer(self, self.host, self.port)
         self.port = self._tcp.server_address[1]
         self._store_token = self.store.subscribe(self._on_logs)
-        self._runtime_token, _ = self.runtime.subscribe(self._on_runtime)
         self._threads = [
             threading.Thread(target=self._tcp.serve_forever, args=(ACCEPT_POLL,),
                              name="session-accept", daemon=True),
@@ -552,7 +550,6 @@ class SessionServer:
         self._tcp.shutdown()
         self._tcp.server_close()
         self.store.unsubscribe(self._store_token)
-        self.runtime.unsubscribe(self._runtime_token)
         self._log_queue.put(None)
         for connection in connections:
             connection.going_away()
@@ -588,12 +585,12 @@ class SessionServer:
             self._last_status = (event, frame)
         return frame
 
-    def _on_runtime(self, event):
-        """Runtime subscriber: after a reload, get_logs follows the new config's limits
-        and names; a removed service's name stays, since its history is still served."""
-        if isinstance(event, Reconfigured):
-            self.config = event.config
-            self.log_scopes = self.log_scopes | frozenset(event.config.services)
+    def follow(self, config):
+        """After a reload: get_logs follows the new config's limits and names; a removed
+        service's name stays, since its history is still served. Only assigns, so it may
+        run under the runtime lock."""
+        self.config = config
+        self.log_scopes = self.log_scopes | frozenset(config.services)
 
     def _on_logs(self, entries):
         """Store subscriber: called under the store lock, so it only enqueues."""
