@@ -468,3 +468,20 @@ def test_paging_a_removed_service_past_memory_reads_its_file_and_new_services_ge
     wait_until(lambda: os.path.exists(tmp_path / "logs" / "fresh.jsonl")
                and "fresh line" in (tmp_path / "logs" / "fresh.jsonl").read_text(),
                message="fresh.jsonl")
+
+
+def test_sigterm_during_a_reload_shuts_down_cleanly_with_nothing_left(server_at, tmp_path):
+    marker = f"RELOAD_SHUTDOWN_{os.getpid()}"
+    from conftest import pids_with_marker
+    slow = {"cmd": py_cmd(SLOW_STOP), "env": {"V": "1", marker: "1"}}
+    s = server_at({"slow": slow, "other": {**daemon(), "env": {marker: "1"}}})
+    wire = Wire(s.url)
+    s.proc.wait_line("slow  | pid ")   # its SIGTERM handler is in place (names padded to 5)
+    s.rewrite({"slow": {**slow, "env": {"V": "2", marker: "1"}},
+               "new": {**daemon(), "env": {marker: "1"}}})
+    wire.ws.send(json.dumps({"type": "command", "id": "r", "name": "reload_config"}))
+    wire.wait_event(lambda name, p: name == "service_status" and p["service"] == "slow"
+                    and p["status"] == "stopping")
+    assert s.proc.stop() == 0
+    assert not any("Traceback" in line for line in s.proc.lines), s.proc.lines
+    assert pids_with_marker(marker) == []
