@@ -17,7 +17,8 @@ from lib.client import Client
 from lib.config import load
 from lib.runtime import Reconfigured, ServiceBusy, StatusEvent
 
-SLEEPER = "import os,time;print('pid', os.getpid(), os.environ.get('V'), flush=True);time.sleep(600)"
+SLEEPER = ("import os,time;print('pid', os.getpid(), os.environ.get('V'), flush=True);"
+           "time.sleep(600)")
 
 
 def daemon(v="1", **extra):
@@ -59,7 +60,8 @@ class Reloadable:
 
     def env_seen(self, name, run=1):
         self.pid(name, run)
-        return [m for m in self.stack.lines(name, "stdout") if m.startswith("pid ")][run - 1].split()[2]
+        runs = [m for m in self.stack.lines(name, "stdout") if m.startswith("pid ")]
+        return runs[run - 1].split()[2]
 
     def statuses(self, name, since=0):
         return [e.status for e in self.stack.events[since:]
@@ -263,8 +265,9 @@ class Wire:
     """A raw V1 client: commands and their answers, with every event kept."""
 
     def __init__(self, url):
-        self.ws = websocket.create_connection(url, header=[f"Authorization: Bearer {SESSION_TOKEN}"],
-                                              timeout=30, suppress_origin=True)
+        self.ws = websocket.create_connection(
+            url, header=[f"Authorization: Bearer {SESSION_TOKEN}"], timeout=30,
+            suppress_origin=True)
         self.events = []
         self._n = 0
         while not any(name == "snapshot" for name, _ in self.events):
