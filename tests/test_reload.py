@@ -435,9 +435,13 @@ def test_the_tui_r_key_reloads_shows_the_outcome_and_the_new_list(tmp_path):
     try:
         t.wait_for("Connected")
         t.wait_for(lambda s: listed(s) == ["before"])
+        t.send("/before\r")   # the selected service is the one that goes
+        t.wait_for("Logs: before")
         write_config(tmp_path, {"services": {"after": daemon()}, **top})
         t.send("R")
         t.wait_for("reload_config: ok")
+        t.wait_for("* stopping")   # the removed service's history is still on screen
+        t.send("\x1b")             # clear the services filter
         t.wait_for(lambda s: listed(s) == ["after"])
         write_config(tmp_path, {"services": {"after": "oops"}, **top})
         t.send("R")
