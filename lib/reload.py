@@ -27,14 +27,19 @@ def read(path):
         return None, f"Error: {exc}"
 
 
-def compare(old, new):
-    """The `Diff` from the running config `old` to the file's `new`."""
+def compare(old, new, env_differs=lambda name, cfg: False):
+    """The `Diff` from the running config `old` to the file's `new`. `env_differs(name,
+    cfg)` says whether a service would now get another environment than the one it runs
+    with although its entry is the same (what is read when the environment is built)."""
     before, after = old.services, new.services
+    kept = [name for name in after if name in before]
+    changed = {name for name in kept
+               if after[name] != before[name] or env_differs(name, after[name])}
     return Diff(
         added=sorted(set(after) - set(before)),
         removed=sorted(set(before) - set(after)),
-        changed=sorted(name for name in after if name in before and after[name] != before[name]),
-        unchanged=sorted(name for name in after if name in before and after[name] == before[name]),
+        changed=sorted(changed),
+        unchanged=sorted(set(kept) - changed),
         ignored=[key for field, key in KEPT.items() if getattr(old, field) != getattr(new, field)])
 
 

@@ -296,8 +296,8 @@ class Runtime:
         """Stop what goes or changes (reverse old waves), swap the config and services in
         one step, then start what came or changed (new waves). The running dependents of
         a changed service restart with it: they were started against its old run."""
-        old = self.config
-        diff = reload.compare(old, new)
+        old, running = self.config, self._services   # only a reload replaces them
+        diff = reload.compare(old, new, lambda name, cfg: running[name].env != service_env(cfg))
         new = reload.effective(old, new)
         with self._lock:
             restarted = {name for name in reload.dependents(new, diff.changed)

@@ -492,3 +492,16 @@ def test_sigterm_during_a_reload_shuts_down_cleanly_with_nothing_left(server_at,
     assert s.proc.stop() == 0
     assert not any("Traceback" in line for line in s.proc.lines), s.proc.lines
     assert pids_with_marker(marker) == []
+
+
+def test_an_environment_built_differently_counts_as_changed(reloadable, monkeypatch):
+    """What the environment reads besides the entry (an envFile's contents) is compared
+    on what the service would get now against what it runs with."""
+    r = reloadable({"a": daemon(), "b": daemon()}).boot()
+    first = r.pid("a")
+    plain = runtime_module.service_env
+    monkeypatch.setattr(runtime_module, "service_env",
+                        lambda cfg: {**plain(cfg), "EXTRA": "x"} if cfg.name == "a" else plain(cfg))
+    outcome = r.reload()
+    assert outcome.data["changed"] == ["a"] and outcome.data["unchanged"] == ["b"]
+    assert r.pid("a", 2) != first and not alive(first)
