@@ -90,6 +90,19 @@ def _outcome_json(id, outcome):
         id, protocol.START_FAILED, outcome.message, outcome.failed_services))
 
 
+def _reload_config(server, id, args):
+    """Claim at once (service_busy), then read the file: its diff, or invalid_config with
+    the error as the CLI prints it."""
+    run = server.runtime.claim_reload()
+
+    def work():
+        outcome = run()
+        if outcome.ok:
+            return protocol.encode(protocol.result_ok(id, outcome.data))
+        return protocol.encode(protocol.result_error(id, protocol.INVALID_CONFIG, outcome.message))
+    return work
+
+
 TABLE = {   # the seven V1 commands first, in their order (SPEC 5.4 hello)
     "get_snapshot": Row(_no_args, _get_snapshot, inline=True),
     "get_logs": Row(_get_logs_args, _get_logs, inline=False),
@@ -102,6 +115,7 @@ TABLE = {   # the seven V1 commands first, in their order (SPEC 5.4 hello)
                            inline=False),
     "start_all": Row(_no_args, _runtime(lambda rt: rt.claim_start_all()), inline=False),
     "stop_all": Row(_no_args, _runtime(lambda rt: rt.claim_stop_all()), inline=False),
+    "reload_config": Row(_no_args, _reload_config, inline=False),
 }
 NAMES = tuple(TABLE)
 

@@ -22,9 +22,8 @@ class Echo:
     def __init__(self, out, names, color=False):
         self._out = out
         self._color = color
-        self._width = max((len(n) for n in names), default=0)
-        self._colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted(names))}
         self._lock = threading.Lock()
+        self.set_names(names)
         self._wake = threading.Condition(self._lock)
         self._queue = deque()
         self._pending = 0  # chunk_bytes() of the queued entries
@@ -32,6 +31,14 @@ class Echo:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="echo", daemon=True)
         self._thread.start()
+
+    def set_names(self, names):
+        """The services whose lines are echoed (again after a reload): name column width
+        and colours. Safe under the runtime lock: it only takes the echo's own lock."""
+        with self._lock:
+            self._width = max((len(n) for n in names), default=0)
+            self._colors = {name: PALETTE[i % len(PALETTE)]
+                            for i, name in enumerate(sorted(names))}
 
     def offer(self, entries):
         """Store subscriber: queue what fits in the backlog (a first line always fits an

@@ -29,6 +29,7 @@ UNKNOWN_SERVICE = "unknown_service"
 SERVICE_BUSY = "service_busy"
 # Result errors.
 START_FAILED = "start_failed"
+INVALID_CONFIG = "invalid_config"
 INTERNAL_ERROR = "internal_error"
 
 MESSAGE_TYPES = ("command", "ack", "result", "event", "error")

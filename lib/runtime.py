@@ -14,7 +14,7 @@ import threading
 import time
 from collections import namedtuple
 
-from . import probes
+from . import probes, reload
 from .groups import GroupList
 from .entry import format_timestamp
 from .process import Process, SpawnError
@@ -26,6 +26,11 @@ STOP_GRACE = 5.0
 PORT_RELEASE_TIMEOUT = 2.0
 
 StatusEvent = namedtuple("StatusEvent", "service status timestamp")
+Reconfigured = namedtuple("Reconfigured", "config services listed")
+Reconfigured.__doc__ = ("A reload applied `config`; `services` is the snapshot after it, "
+                        "`listed` whether the set of service names changed.")
+Reloaded = namedtuple("Reloaded", "ok data message")
+Reloaded.__doc__ = "A reload's end: the result data, or the config error as the CLI prints it."
 Outcome = namedtuple("Outcome", "ok failed_services message")
 OK = Outcome(True, [], "")
 
@@ -77,6 +82,7 @@ class Runtime:
         self._last_time = 0.0
         self._all_op = None           # the running boot or start_all
         self._stop_all_running = False
+        self._reload_op = None        # the running reload
         self._shutting_down = False
         self._helpers = set()         # stopCmd processes, for a forced kill
 
@@ -109,7 +115,8 @@ class Runtime:
         return self._services[name].status
 
     def subscribe(self, callback):
-        """Register `callback(StatusEvent)`; return (token, snapshot) taken atomically."""
+        """Register `callback(event)`, a StatusEvent or (after a reload) a Reconfigured;
+        return (token, snapshot) taken atomically."""
         with self._lock:
             self._next_token += 1
             self._subscribers[self._next_token] = callback
@@ -138,7 +145,7 @@ class Runtime:
     def claim_stop(self, name):
         with self._locked():
             svc = self._service(name)
-            if svc.stop_busy or self._shutting_down:
+            if svc.stop_busy or self._shutting_down or self._reload_op:
                 raise ServiceBusy(f'service "{name}" is busy')
             svc.claim_stop()
         return lambda: self._stop_service(svc)
@@ -149,12 +156,30 @@ class Runtime:
 
     def claim_stop_all(self):
         with self._locked():
+            if self._reload_op is not None:
+                raise ServiceBusy("a reload is running")
             if self._stop_all_running or self._shutting_down:
                 raise ServiceBusy("stop_all is already running")
             self._stop_all_running = True
             if self._all_op is not None:
                 self._all_op.cancelled = True
         return self._stop_all
+
+    def claim_reload(self):
+        """reload_config (SPEC 6.4): busy while a reload, boot, start_all, stop_all or any
+        service command runs; while it runs, those are refused in turn. The action reads
+        the config file again and returns a `Reloaded`."""
+        with self._locked():
+            if self._reload_op is not None:
+                raise ServiceBusy("a reload is already running")
+            if self._all_op is not None or self._stop_all_running or self._shutting_down:
+                raise ServiceBusy("a boot, start_all or stop_all is running")
+            busy = next((name for name, svc in self._services.items()
+                         if svc.start_claims or svc.stop_claimed), None)
+            if busy is not None:
+                raise ServiceBusy(f'service "{busy}" is busy')
+            op = self._reload_op = _Operation()
+        return lambda: self._reload(op)
 
     def _service(self, name):
         svc = self._services.get(name) if isinstance(name, str) else None
@@ -165,6 +190,8 @@ class Runtime:
     def _claim_all(self):
         """Claim a start_all (the boot is one); returns its operation."""
         with self._locked():
+            if self._reload_op is not None:
+                raise ServiceBusy("a reload is running")
             if self._all_op is not None or self._stop_all_running or self._shutting_down:
                 raise ServiceBusy("another start_all or stop_all is running")
             op = self._all_op = _Operation()
@@ -173,7 +200,7 @@ class Runtime:
     def _claim_start(self, name, restart):
         with self._locked():
             svc = self._service(name)
-            if svc.start_busy or self._shutting_down:
+            if svc.start_busy or self._shutting_down or self._reload_op:
                 raise ServiceBusy(f'service "{name}" is busy')
             svc.claim_start()
         return lambda: self._start_service(svc, _Operation(), restart)
@@ -199,10 +226,12 @@ class Runtime:
         with self._locked():
             self._shutting_down = True
             self._stop_all_running = True
-            if self._all_op is not None:
-                self._all_op.cancelled = True
+            for op in (self._all_op, self._reload_op):
+                if op is not None:
+                    op.cancelled = True
         self._stop_waves()
-        leftovers = [svc for svc in self._services.values() if svc.needs_stop]
+        with self._lock:
+            leftovers = [svc for svc in self._services.values() if svc.needs_stop]
         self._in_parallel(self._stop_one, leftovers)
 
     def kill_all(self):
@@ -220,7 +249,8 @@ class Runtime:
         try:
             if restart:
                 self._stop_one(svc)
-            return self._outcome(self._start_waves(self._closure(svc.name), op, rerun=svc))
+            return self._outcome(self._start_waves(self._closure(svc.name), op,
+                                                   rerun={svc.name}))
         finally:
             with self._locked():
                 svc.release_start()
@@ -250,6 +280,49 @@ class Runtime:
                 self._stop_all_running = False
         return OK
 
+    def _reload(self, op):
+        """The claimed reload: read the file; refuse it as a whole, or apply its diff."""
+        try:
+            new, error = reload.read(self.config.path)
+            if error is not None:
+                self.store.append_server(f"reload: refused, nothing changed: {error}")
+                return Reloaded(False, None, error)
+            return Reloaded(True, self._apply(new, op), "")
+        finally:
+            with self._locked():
+                self._reload_op = None
+
+    def _apply(self, new, op):
+        """Stop what goes or changes (reverse old waves), swap the config and services in
+        one step, then start what came or changed (new waves). The running dependents of
+        a changed service restart with it: they were started against its old run."""
+        old, running = self.config, self._services   # only a reload replaces them
+        diff = reload.compare(old, new, lambda name, cfg: running[name].env != service_env(cfg))
+        new = reload.effective(old, new)
+        with self._lock:
+            restarted = {name for name in reload.dependents(new, diff.changed)
+                         if name in diff.unchanged and (self._services[name].alive
+                                                        or self._services[name].satisfied)}
+        for line in reload.describe(diff, restarted):
+            self.store.append_server(line)
+        self._stop_waves(set(diff.removed) | set(diff.changed) | restarted)
+        with self._locked():
+            services = {name: self._services.get(name) for name in new.services}
+            for name in diff.changed:
+                services[name].reconfigure(new.services[name], service_env(new.services[name]))
+            for name in diff.added:
+                cfg = new.services[name]
+                services[name] = ServiceState(cfg, service_env(cfg), self._announce, self._log)
+            self._services, self.config = services, new
+            self._broadcast(Reconfigured(new, self._snapshot_locked(),
+                                         listed=bool(diff.added or diff.removed)))
+        rerun = set(diff.changed) | restarted
+        results = self._start_waves(self._closure(*diff.added, *rerun), op, rerun=rerun)
+        failed = self._outcome(results).failed_services
+        if failed:
+            self.store.append_server(f"reload: failed to start: {', '.join(failed)}")
+        return reload.result_data(diff)
+
     @staticmethod
     def _outcome(results):
         failed = sorted(name for name, result in results.items() if result in ("failed", "blocked"))
@@ -259,9 +332,9 @@ class Runtime:
 
     # ---- waves -------------------------------------------------------------------
 
-    def _closure(self, name):
-        """`name` and everything it depends on, directly or not."""
-        seen, todo = set(), [name]
+    def _closure(self, *names):
+        """`names` and everything they depend on, directly or not."""
+        seen, todo = set(), list(names)
         while todo:
             current = todo.pop()
             if current not in seen:
@@ -269,10 +342,11 @@ class Runtime:
                 todo.extend(self._services[current].cfg.depends_on)
         return seen
 
-    def _start_waves(self, names, op, rerun=None):
+    def _start_waves(self, names, op, rerun=()):
         """Start `names` wave by wave; return {name: ok|failed|blocked}.
 
-        `rerun` is the target of a start_service: an exited oneshot runs again.
+        `rerun` holds the targets of a start_service or a reload: an exited oneshot
+        among them runs again.
         """
         results = {}
         for wave in self.config.waves:
@@ -291,13 +365,17 @@ class Runtime:
                 else:
                     launch.append(name)
             outcomes = self._in_parallel(
-                lambda n: self._start_one(self._services[n], op, self._services[n] is rerun), launch)
+                lambda n: self._start_one(self._services[n], op, n in rerun), launch)
             results.update(zip(launch, outcomes))
         return {name: result for name, result in results.items() if result != "cancelled"}
 
-    def _stop_waves(self):
-        for wave in reversed(self.config.waves):
-            self._in_parallel(self._stop_one, [self._services[n] for n in wave])
+    def _stop_waves(self, names=None):
+        """Stop `names` (default: every service) in reverse waves."""
+        with self._lock:
+            waves, services = self.config.waves, self._services
+        for wave in reversed(waves):
+            self._in_parallel(self._stop_one, [services[n] for n in wave
+                                               if names is None or n in names])
 
     @staticmethod
     def _in_parallel(func, items):
@@ -453,7 +531,10 @@ class Runtime:
         A subscriber that raises is reported once and never stops the others."""
         now = max(time.time(), self._last_time)
         self._last_time = now
-        event = StatusEvent(svc.name, svc.status, format_timestamp(now))
+        self._broadcast(StatusEvent(svc.name, svc.status, format_timestamp(now)))
+
+    def _broadcast(self, event):
+        """Hand one event to every subscriber, with the lock held."""
         for token, callback in list(self._subscribers.items()):
             try:
                 callback(event)

@@ -16,7 +16,7 @@ from .flags import UsageError, parse, report
 from .guardian import Guardian
 from .logstore import LogStore
 from .process import become_subreaper, start_reaper
-from .runtime import Runtime
+from .runtime import Reconfigured, Runtime, ServiceBusy
 
 DISCOVERY = ("flowlayer.jsonc", "flowlayer.json", "flowlayer.config.jsonc", "flowlayer.config.json")
 
@@ -39,6 +39,8 @@ Options:
   --version           print the version and exit
 
 Flags take one or two dashes, and -flag=value works too.
+SIGUSR1 reloads the config file: removed services stop, changed ones restart, new
+ones start, the rest run on (see README, "Live reload").
 Ctrl-C, SIGTERM or SIGHUP stops every service in reverse dependency order, then
 exits 0; a second Ctrl-C (more than 250 ms after the first) kills every remaining
 process group at once and exits 130.
@@ -137,11 +139,20 @@ def serve(config, bind, token, color):
     store.subscribe(echo.offer)
     guardian = Guardian()
     runtime = Runtime(config, store, guardian)
+    session = None
+
+    def reconfigured(event):
+        """After a reload, the echo and the session API follow the new config."""
+        if isinstance(event, Reconfigured):
+            echo.set_names(event.config.services)
+            if session is not None:
+                session.follow(event.config)
+
+    runtime.subscribe(reconfigured)
     say = store.append_server
     say(f"boot: config {config.path}")
     say(f"boot: services: {len(config.services)}")
     say("boot: plan: " + "  ".join(f"[{i}] {', '.join(wave)}" for i, wave in enumerate(config.waves)))
-    session = None
     try:
         if bind is not None:
             session = start_session(runtime, store, config, bind, token)
@@ -199,7 +210,9 @@ class Signals:
         self._write.setblocking(False)
         self.received = []  # signal numbers, a SIGINT echo of one keypress left out
         self._last_sigint = None
+        self.reloads = 0              # SIGUSR1s not yet handled
         signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGUSR1, lambda signum, _frame: self._reload_requested())
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN:  # nohup
                 signal.signal(sig, self._on_signal)
@@ -214,6 +227,14 @@ class Signals:
                 return
             self._last_sigint = now
         self.received.append(signum)
+
+    def _reload_requested(self):
+        self.reloads += 1
+
+    def take_reloads(self):
+        """How many SIGUSR1s arrived since the last call (only the main thread calls)."""
+        count, self.reloads = self.reloads, 0
+        return count
 
     def wake(self):
         """Wake wait() from another thread."""
@@ -239,6 +260,9 @@ def wait_for_signal(runtime, signals):
     boot.start()
     while not signals.received:
         signals.wait()
+        if signals.take_reloads() and not signals.received:
+            threading.Thread(target=reload_on_signal, args=(runtime,), name="reload",
+                             daemon=True).start()
     started = time.monotonic()
     finished = threading.Event()
 
@@ -255,6 +279,16 @@ def wait_for_signal(runtime, signals):
         signals.wait()
         if signal.SIGINT in signals.received[1:]:
             force_exit(runtime)
+
+
+def reload_on_signal(runtime):
+    """SIGUSR1: reload_config; the runtime writes the `reload: ...` lines, a refusal here."""
+    try:
+        reload = runtime.claim_reload()
+    except ServiceBusy as exc:
+        runtime.store.append_server(f"reload: refused: {exc}")
+        return
+    reload()
 
 
 def force_exit(runtime):

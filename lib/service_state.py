@@ -228,6 +228,14 @@ class ServiceState:
         assert self.status == "stopping"
         self._to("stopped")
 
+    # ---- a reload -----------------------------------------------------------------
+
+    def reconfigure(self, cfg, env):
+        """A reload changed the service's config; it applies from the next start."""
+        assert cfg.name == self.name and not self.alive and self.status != "stopping"
+        self.cfg = cfg
+        self.env = env
+
     def _to(self, status):
         self.status = status
         self._announce(self)

@@ -28,6 +28,7 @@ from .framing import (CLOSE_GOING_AWAY, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, F
                       close_frame, close_reply, encode_frame)
 from .logstore import chunk_bytes, first_within
 from .protocol import ProtocolError
+from .runtime import Reconfigured
 
 
 def _import_websocket_server():
@@ -395,7 +396,9 @@ class _Connection:
 
     def _on_status(self, event):
         """Runtime subscriber: called under the runtime lock, so it only enqueues."""
-        self._put(self.server._status_frame(event))
+        frame = self.server._status_frame(event)
+        if frame is not None:
+            self._put(frame)
 
     # -- reading
 
@@ -611,13 +614,27 @@ class SessionServer:
             self._no_connections.notify_all()
 
     def _status_frame(self, event):
-        """The frame of a status event, encoded once for all connections: the runtime
-        calls every subscriber with the same event, one event at a time."""
+        """The frame of a runtime event, encoded once for all connections: the runtime
+        calls every subscriber with the same event, one event at a time. A reload that
+        changed the set of services is a fresh `snapshot` (same shape as on connect), so
+        a client that knows nothing of reload shows the new list; other reloads send
+        nothing (their status events say what changed)."""
         last_event, frame = self._last_status
-        if event != last_event:
-            frame = _message_frame(protocol.status_event(*event))
+        if event is not last_event:
+            if isinstance(event, Reconfigured):
+                frame = (_message_frame(protocol.snapshot_event(event.services))
+                         if event.listed else None)
+            else:
+                frame = _message_frame(protocol.status_event(*event))
             self._last_status = (event, frame)
         return frame
+
+    def follow(self, config):
+        """After a reload: get_logs follows the new config's limits and names; a removed
+        service's name stays, since its history is still served. Only assigns, so it may
+        run under the runtime lock."""
+        self.config = config
+        self.log_scopes = self.log_scopes | frozenset(config.services)
 
     def _on_logs(self, entries):
         """Store subscriber: called under the store lock, so it only enqueues what fits in

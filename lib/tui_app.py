@@ -492,6 +492,8 @@ class App:
             self.focus = LOGS if self.zoom else self.focus
         elif key in ("s", "x"):
             self._act(key)
+        elif key == "R":      # the server reads its config file again; the footer says how it went
+            self.client.run_action("reload_config", None)
         elif self.focus == SERVICES:
             self._move_selection(key)
         else:

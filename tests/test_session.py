@@ -299,7 +299,7 @@ def test_hello_then_snapshot(env):
     assert client.hello == {"type": "event", "name": "hello", "payload": {
         "protocol_version": 1, "server": "flowlayer",
         "capabilities": ["get_snapshot", "get_logs", "start_service", "stop_service",
-                         "restart_service", "start_all", "stop_all"]}}
+                         "restart_service", "start_all", "stop_all", "reload_config"]}}
     assert client.snapshot == {"type": "event", "name": "snapshot", "payload": {"services": [
         {"name": "api", "status": "unknown"}, {"name": "db", "status": "ready"},
         {"name": "web", "status": "unknown"}]}}
