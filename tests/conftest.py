@@ -93,6 +93,15 @@ def server():
             s.stop()
 
 
+def alive(pid):
+    """True while `pid` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
 def pids_with_marker(marker):
     """Live (non-zombie) processes whose environment contains `marker`."""
     found = []
@@ -104,12 +113,10 @@ def pids_with_marker(marker):
             with open(f"/proc/{entry}/environ", "rb") as f:
                 if needle not in f.read():
                     continue
-            with open(f"/proc/{entry}/stat") as f:
-                if f.read().rsplit(") ", 1)[-1][:1] == "Z":
-                    continue
         except OSError:
             continue
-        found.append(int(entry))
+        if alive(int(entry)):
+            found.append(int(entry))
     return found
 
 

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, ServerProcess, pids_with_marker, py_cmd, wait_until, write_config
+from conftest import ROOT, ServerProcess, alive, pids_with_marker, py_cmd, wait_until, write_config
 
 REPEAT = 10 if os.environ.get("FLOWLAYER_STRESS") else 1
 
@@ -69,15 +69,6 @@ def test_guardian_exits_with_the_server(tmp_path):
 # ---- the guardian signals only what is ours (issue 14: 1, 5, 6) ----------------------------
 
 GUARDIAN = os.path.join(ROOT, "lib", "guardian.py")
-
-
-def alive(pid):
-    """True while `pid` runs (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[-1][:1] != "Z"
-    except OSError:
-        return False
 
 
 def run_guardian(run_id, lines):

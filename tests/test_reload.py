@@ -10,7 +10,7 @@ import threading
 import pytest
 import websocket
 
-from conftest import (PY, ROOT, SESSION_TOKEN, ServerProcess, free_port, py_cmd, wait_until,
+from conftest import (PY, ROOT, SESSION_TOKEN, ServerProcess, alive, free_port, py_cmd, wait_until,
                       write_config)
 from lib import reload, runtime as runtime_module
 from lib.client import Client
@@ -23,14 +23,6 @@ SLEEPER = ("import os,time;print('pid', os.getpid(), os.environ.get('V'), flush=
 
 def daemon(v="1", **extra):
     return {"cmd": py_cmd(SLEEPER), "env": {"V": v}, **extra}
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[-1][:1] != "Z"
-    except OSError:
-        return False
 
 
 class Reloadable:
