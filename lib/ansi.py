@@ -48,11 +48,11 @@ def text_width(text):
 # ---- parsing ---------------------------------------------------------------------------------
 
 _SPECIAL = re.compile(
-    r"\x1b\[(?P<params>[0-?]*)[ -/]*(?P<final>[@-~]|\Z)"  # CSI; cut short at the end: dropped
-    r"|\x1b[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\)?"          # OSC, DCS, SOS, PM, APC to BEL or ST
-    r"|\x1b[ -/]*[0-~]?"                                  # other escapes, a lone ESC
-    r"|[\x00-\x1f\x7f-\x9f]")                             # controls (tab and CR kept apart)
-_SGR_PARAMS = re.compile(r"[0-9;:]*")  # `ESC [ > 4 ; 2 m` and the like are not SGR
+    r"(\x1b\[([0-9;:]*)m"                          # SGR: its parameters are group 2
+    r"|\x1b\[[0-?]*[ -/]*(?:[@-~]|\Z)"             # other CSI; cut short at the end: dropped
+    r"|\x1b[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\)?"   # OSC, DCS, SOS, PM, APC to BEL or ST
+    r"|\x1b[ -/]*[0-~]?"                           # other escapes, a lone ESC
+    r"|[\x00-\x1f\x7f-\x9f])")                     # controls (tab and CR kept apart)
 
 
 def parse(message):
@@ -72,87 +72,72 @@ def parse(message):
 
 
 def plain(message):
-    """`parse(message).text`: what filters match against."""
-    return message.rstrip() if message.isprintable() else _parse_special(message).text
+    """`parse(message).text`, what filters match against; without CR and tab, removing
+    the sequences is all there is to do."""
+    if message.isprintable():
+        return message.rstrip()
+    if "\r" in message or "\t" in message:
+        return _parse_special(message).text
+    return _SPECIAL.sub("", message).rstrip()
 
 
 def is_blank(message):
     """Whether the message shows as nothing but blanks (such a line gets no row)."""
-    if message.isprintable():
-        return not message or message.isspace()
-    return not _parse_special(message).text
-
-
-class _Builder:
-    """The kept text and its runs, piece by piece; after a CR the next piece starts over."""
-    __slots__ = ("pieces", "runs", "length", "column", "restart")
-
-    def __init__(self):
-        self.pieces, self.runs = [], []
-        self.length = self.column = 0
-        self.restart = False
-
-    def add(self, text, style):
-        if self.restart:
-            self.pieces.clear()
-            self.runs.clear()
-            self.length = self.column = 0
-            self.restart = False
-        start = self.length
-        self.length += len(text)
-        self.column += text_width(text)
-        self.pieces.append(text)
-        runs = self.runs
-        if runs and runs[-1][2] == style:
-            runs[-1][1] = self.length
-        else:
-            runs.append([start, self.length, style])
-
-    def tab(self, style):
-        column = 0 if self.restart else self.column
-        self.add(" " * (TAB_STOP - column % TAB_STOP), style)
-
-    def line(self):
-        text = "".join(self.pieces).rstrip()
-        runs = self.runs
-        while runs and runs[-1][0] >= len(text):
-            runs.pop()
-        if runs:
-            runs[-1][1] = len(text)
-        return Line(text, tuple(map(tuple, runs)))
+    return not plain(message)
 
 
 def _parse_special(message):
-    out = _Builder()
+    parts = _SPECIAL.split(message)  # text, (token, SGR parameters or None, text) * n
+    tabs = "\t" in message
+    texts, runs = [], []
+    length = column = 0
     style = PLAIN
-    position = 0
-    for match in _SPECIAL.finditer(message):
-        start = match.start()
-        if start > position:
-            out.add(message[position:start], style)
-        position = match.end()
-        token = match.group()
-        if token == "\t":
-            out.tab(style)
+    restart = False  # a CR came after some text: the next text starts the line again
+    index, last = 0, len(parts) - 1
+    while True:
+        text = parts[index]
+        if text:
+            if restart:
+                texts.clear()
+                runs.clear()
+                length = column = 0
+                restart = False
+            texts.append(text)
+            start, length = length, length + len(text)
+            if tabs:
+                column += text_width(text)
+            if runs and runs[-1][2] == style:
+                runs[-1][1] = length
+            else:
+                runs.append([start, length, style])
+        if index == last:
+            break
+        token, params = parts[index + 1], parts[index + 2]
+        index += 3
+        if params is not None:
+            style = _sgr(params, style)
+        elif token == "\t":  # spaces to the stop, in front of the text that follows
+            parts[index] = " " * (TAB_STOP - (0 if restart else column) % TAB_STOP) + parts[index]
         elif token == "\r":
-            out.restart = out.restart or out.length > 0
-        elif match.group("final") == "m" and _SGR_PARAMS.fullmatch(match.group("params")):
-            style = _sgr(match.group("params"), style)
-    if position < len(message):
-        out.add(message[position:], style)
-    return out.line()
+            restart = length > 0
+    text = "".join(texts).rstrip()
+    while runs and runs[-1][0] >= len(text):
+        runs.pop()
+    if runs:
+        runs[-1][1] = len(text)
+    return Line(text, tuple(map(tuple, runs)))
 
 
-def _number(code):
-    """An SGR parameter: empty means 0; absurdly long ones are unknown (-1)."""
-    return int(code or 0) if len(code) <= 9 else -1
+def _numbers(code):
+    """The parts of a colon-form parameter: empty means 0; absurdly long is unknown (-1)."""
+    return [int(part or 0) if len(part) < 10 else -1 for part in code.split(":")]
 
 
 @lru_cache(maxsize=1024)
 def _sgr(params, style):
     """The style after `ESC [ params m`; unknown codes are ignored, as terminals do."""
     fg, bg, flags = style
-    codes = [[_number(part) for part in code.split(":")] if ":" in code else _number(code)
+    codes = [_numbers(code) if ":" in code else int(code or 0) if len(code) < 10 else -1
              for code in params.split(";")]
     index = 0
     while index < len(codes):
@@ -257,9 +242,11 @@ def _distance(a, b):
 
 
 def _level(value):
-    return min(range(6), key=lambda i: abs(_LEVELS[i] - value))
+    """The nearest of the cube's six levels (the midpoints are 47.5, 115, 155, ...)."""
+    return 0 if value < 48 else 1 if value < 115 else (value - 35) // 40
 
 
+@lru_cache(maxsize=4096)
 def nearest(colour, colours):
     """The colour index, below `colours` (what the terminal has: 8, 16, 256; 88 counts as
     16), closest to `colour` (an index 0-255 or an (r, g, b) tuple). Indexes the terminal
