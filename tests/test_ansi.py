@@ -158,6 +158,16 @@ def test_any_input_gives_clean_text_and_exact_runs(message):
     assert is_blank(message) is (line.text == "")
 
 
+@given(_GARBAGE, st.lists(st.integers(0, 70), max_size=5))
+def test_rows_cut_anywhere_draw_the_text_in_its_styles(message, cuts):
+    line = parse(message)
+    bounds = sorted({0, len(line.text), *(min(c, len(line.text)) for c in cuts)})
+    drawn = [piece for start, end in zip(bounds, bounds[1:]) for piece in pieces(line, start, end)]
+    assert "".join(text for text, _ in drawn) == line.text
+    by_char = [style for start, end, style in line.runs for _ in range(start, end)]
+    assert [style for text, style in drawn for _ in text] == by_char
+
+
 @given(st.text(max_size=60))
 def test_printable_text_takes_the_fast_path_to_the_same_result(message):
     assert parse(message) == parse(message + f"{E}[0m")  # the suffix forces the full parser
