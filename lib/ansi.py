@@ -286,10 +286,12 @@ class Terminal(NamedTuple):
     default_bg: int = -1
 
 
-def curses_terminal(first_pair, default_colors=True):
-    """The `Terminal` of the running curses screen (after `start_color`, and after
-    `use_default_colors` when `default_colors`, else white on black stands for the
-    defaults). Pairs stop at 255: an attribute holds no higher pair number."""
+def curses_terminal(first_pair, color=True, default_colors=True):
+    """The `Terminal` of the running curses screen. With `color` (only after
+    `start_color`), colours from `first_pair` up; -1 stands for the defaults when
+    `use_default_colors` worked (`default_colors`), else white on black. Without `color`
+    (NO_COLOR, a terminal without colours) only the attributes. Pairs stop at 255: an
+    attribute holds no higher pair number."""
     import curses
 
     def init_pair(number, fg, bg):
@@ -299,11 +301,11 @@ def curses_terminal(first_pair, default_colors=True):
             return False
         return True
 
-    colors = curses.COLORS if curses.has_colors() else 0
-    default_fg, default_bg = (-1, -1) if default_colors else (curses.COLOR_WHITE, curses.COLOR_BLACK)
+    colors = curses.COLORS if color else 0
+    defaults = (-1, -1) if default_colors else (curses.COLOR_WHITE, curses.COLOR_BLACK)
     return Terminal(colors, min(curses.COLOR_PAIRS, 256) if colors else 0, first_pair,
                     init_pair, curses.color_pair, curses.A_BOLD, curses.A_DIM,
-                    curses.A_UNDERLINE, curses.A_REVERSE, default_fg, default_bg)
+                    curses.A_UNDERLINE, curses.A_REVERSE, *defaults)
 
 
 class Palette:

@@ -197,10 +197,14 @@ def test_nearest_maps_a_colour_to_what_the_terminal_has(colour, colours, index):
 @pytest.mark.parametrize("colours", [8, 16, 256])
 def test_nearest_keeps_every_colour_the_terminal_has(colours):
     first = 16 if colours == 256 else 0
-    assert [nearest(rgb_of(i), colours) for i in range(first, colours)] == list(range(first, colours))
+    kept = range(first, colours)
+    assert [nearest(rgb_of(i), colours) for i in kept] == list(kept)
 
 
-@given(st.integers(0, 255) | st.tuples(*[st.integers(0, 255)] * 3), st.sampled_from([8, 16, 88, 256]))
+_RGB = st.tuples(*[st.integers(0, 255)] * 3)
+
+
+@given(st.integers(0, 255) | _RGB, st.sampled_from([8, 16, 88, 256]))
 def test_nearest_is_always_a_colour_of_the_terminal(colour, colours):
     assert 0 <= nearest(colour, colours) < min(colours, 256)
 
@@ -262,7 +266,7 @@ def test_without_colours_no_pair_is_asked_for():
     assert fake.calls == []
 
 
-@given(st.lists(st.builds(Style, st.none() | st.integers(0, 255) | st.tuples(*[st.integers(0, 255)] * 3),
+@given(st.lists(st.builds(Style, st.none() | st.integers(0, 255) | _RGB,
                           st.none() | st.integers(0, 255), st.integers(0, 15)), max_size=40),
        st.sampled_from([0, 8, 16, 256]))
 def test_pair_numbers_stay_in_the_terminals_range(styles, colours):
@@ -282,16 +286,19 @@ import curses, sys
 sys.path.insert(0, {root!r})
 from lib.ansi import Palette, curses_terminal, parse, pieces
 
-def main(screen):
-    curses.start_color()
-    curses.use_default_colors()
-    palette = Palette(curses_terminal(first_pair=6))
+def draw(screen, y, palette):
     line = parse({message!r})
     x = 0
     for text, style in pieces(line, 0, len(line.text)):
-        screen.addstr(0, x, text, palette.attr(style))
+        screen.addstr(y, x, text, palette.attr(style))
         x += len(text)
-    screen.addstr(1, 0, "drawn")
+
+def main(screen):
+    draw(screen, 1, Palette(curses_terminal(first_pair=6, color=False)))
+    curses.start_color()
+    curses.use_default_colors()
+    draw(screen, 0, Palette(curses_terminal(first_pair=6)))
+    screen.addstr(2, 0, "drawn")
     screen.refresh()
     screen.getch()
 
@@ -315,6 +322,10 @@ def test_colours_reach_a_real_terminal(tmp_path):
         assert bu.bold and bu.underscore and bu.fg == "default"
         assert orange.fg == "ff8700"                     # 256-colour index 208
         assert rv.reverse and rv.fg == "0000ff"          # true colour -> index 21
+        assert tui.line(1).rstrip() == "red bu or rv"     # without colour: attributes only
+        red, bu, orange, rv = (tui.cell(1, x) for x in (0, 4, 7, 10))
+        assert red.fg == orange.fg == rv.fg == "default"
+        assert bu.bold and bu.underscore and rv.reverse
         tui.send("q")
         assert tui.wait_exit() == 0
     finally:
