@@ -5,14 +5,13 @@ client at 20,000 lines/s.
 
 For each kind of line (plain; a few SGR codes, as a test runner or logger writes them;
 256 and true colours from a theme; true colours new on every line, the worst case for the
-caches; CR progress and tabs) it times:
-  - `plain` (== `is_blank`'s work): what the client does for every line that arrives,
-    to skip blank lines and to match the filter;
+caches; CR progress and tabs) it times, in CPU time (the best of 5 passes):
+  - `is_blank`: what the client does for every line that arrives (blank lines get no row);
+  - `plain`: what it does for every line that arrives while a filter is set;
   - `parse` + `pieces` + `Palette.attr`: what drawing a line costs; only the lines on
     screen are drawn (about 30 rows, 30 frames a second: 900 lines/s at most).
-The estimates add the drawing, and then also `plain` for every line, to `--baseline`, the
-client's share of a core at 20,000 lines/s without colours (`bench/tui.py` measures it:
-about 9 %). Target: <= 30 % of a core. Times are CPU time (the best of 5 passes).
+The estimates add that to `--baseline`, the client's share of a core at 20,000 lines/s
+without colours (`bench/tui.py` measures it: about 9 %). Target: <= 30 % of a core.
 """
 import argparse
 import os
@@ -23,7 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from lib.ansi import Palette, Terminal, parse, pieces, plain  # noqa: E402
+from lib.ansi import Palette, Terminal, is_blank, parse, pieces, plain  # noqa: E402
 
 E = "\x1b"
 LINES = 5000
@@ -82,17 +81,20 @@ def main():
     args = parser.parse_args()
     terminal = Terminal(256, 256, 6, lambda *_: True, lambda n: n << 8, 1, 2, 4, 8)
     drawn = min(args.rate, DRAWN_PER_SECOND)
-    print(f"{'line kind':<18} {'parse lines/s':>13} {'plain us':>8} {'draw us':>8} "
-          f"{'client CPU, drawn only':>22} {'+ plain() per line':>18}")
+    print(f"{'line kind':<18} {'parse lines/s':>13} {'blank us':>8} {'plain us':>8} "
+          f"{'draw us':>8} {'client CPU':>10} {'filtering':>9}")
     for kind, lines in kinds().items():
         parsing = per_line(parse, lines)
-        arrive = per_line(plain, lines)
+        blank = per_line(is_blank, lines)
+        filtering = per_line(plain, lines)
         draw = per_line(draw_work(Palette(terminal)), lines)
-        drawn_only = args.baseline + drawn * draw * 100
-        print(f"{kind:<18} {1 / parsing:>13,.0f} {arrive * 1e6:>8.2f} {draw * 1e6:>8.2f} "
-              f"{drawn_only:>21.1f}% {drawn_only + args.rate * arrive * 100:>17.1f}%")
+        cpu = args.baseline + (args.rate * blank + drawn * draw) * 100
+        print(f"{kind:<18} {1 / parsing:>13,.0f} {blank * 1e6:>8.2f} {filtering * 1e6:>8.2f} "
+              f"{draw * 1e6:>8.2f} {cpu:>9.1f}% {cpu + args.rate * filtering * 100:>8.1f}%")
     print(f"client CPU at {args.rate:,} lines/s of one kind = {args.baseline:g} % (bench/tui.py, "
-          f"no colours) + {drawn} lines/s drawn [+ plain() on every line]; target <= 30 %")
+          f"no colours) + is_blank per line + {drawn} lines/s drawn; filtering: + plain() "
+          "per line; target <= 30 %")
+
 
 if __name__ == "__main__":
     main()

@@ -47,12 +47,15 @@ def text_width(text):
 
 # ---- parsing ---------------------------------------------------------------------------------
 
-_SPECIAL = re.compile(
-    r"(\x1b\[([0-9;:]*)m"                          # SGR: its parameters are group 2
-    r"|\x1b\[[0-?]*[ -/]*(?:[@-~]|\Z)"             # other CSI; cut short at the end: dropped
+_OTHER = (
+    r"\x1b\[[0-?]*[ -/]*(?:[@-~]|\Z)"             # CSI; cut short at the end: dropped
     r"|\x1b[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\)?"   # OSC, DCS, SOS, PM, APC to BEL or ST
     r"|\x1b[ -/]*[0-~]?"                           # other escapes, a lone ESC
-    r"|[\x00-\x1f\x7f-\x9f])")                     # controls (tab and CR kept apart)
+    r"|[\x00-\x1f\x7f-\x9f]")                      # controls (tab and CR kept apart)
+_SPECIAL = re.compile(rf"(\x1b\[([0-9;:]*)m|{_OTHER})")  # SGR parameters are group 2
+# Nothing but sequences and blanks, to the first character that shows (no groups: re
+# mishandles groups under a possessive repeat).
+_BLANK = re.compile(rf"(?:{_OTHER}|\s)*+")
 
 
 def parse(message):
@@ -82,8 +85,11 @@ def plain(message):
 
 
 def is_blank(message):
-    """Whether the message shows as nothing but blanks (such a line gets no row)."""
-    return not plain(message)
+    """Whether the message shows as nothing but blanks (such a line gets no row). Without
+    a CR the answer is known at the first character that shows, a few characters in."""
+    if "\r" in message:
+        return not _parse_special(message).text
+    return _BLANK.fullmatch(message) is not None
 
 
 def _parse_special(message):

@@ -70,7 +70,7 @@ def test_runs_are_merged_when_the_style_does_not_change():
     (f"{E}Pq#0;2{E}\\x", "x"), (f"{E}_apc\x07x", "x"),                 # DCS, APC
     (f"{E}(Bx{E}7y{E}8{E}=z{E}c", "xyz"),                             # single-character
     (f"x{E}", "x"), (f"x{E}\x01y", "xy"), (f"x{E}[31", "x"),         # lone ESC, cut short
-    (f"x{E}]unterminated", "x"),
+    (f"x{E}]unterminated", "x"), (f"a{E}]0;t\rt\x07b", "ab"),        # a CR inside: no CR
     ("a\x00b\x07c\x08d\x0be\x7ff\x85g\x9bh\ni", "abcdefghi"),          # other controls
 ])
 def test_other_sequences_and_controls_are_removed(message, text):
@@ -110,7 +110,8 @@ def test_a_tab_takes_the_style_in_effect():
 
 @pytest.mark.parametrize("message, blank", [
     ("", True), ("   ", True), ("\t", True), (f"{E}[0m", True), (f" {E}[31m \t{E}[0m", True),
-    ("x\r  ", True), ("\x07", True), (" x ", False), (f"{E}[31mx", False), ("x\r", False),
+    ("x\r  ", True), ("\x07", True), ("\x07  ", True),
+    (" x ", False), (f"{E}[31mx", False), ("x\r", False),
 ])
 def test_whitespace_only_lines_are_blank(message, blank):
     assert is_blank(message) is blank
