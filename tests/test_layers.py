@@ -22,10 +22,11 @@ LAYERS = {
     "entry": LEAF, "framing": LEAF, "jsonc": LEAF,
     "__init__": SHARED, "flags": SHARED,
     "config": CORE, "plan": CORE, "logstore": CORE, "process": CORE, "probes": CORE,
-    "runtime": CORE, "guardian": CORE,
+    "groups": CORE, "service_state": CORE, "summary": CORE, "runtime": CORE, "guardian": CORE,
     "protocol": PROTOCOL,
-    "session": SERVER, "echo": SERVER, "server_cli": SERVER,
-    "client": CLIENT, "tui_app": CLIENT, "tui_cli": CLIENT,
+    "commands": SERVER, "session": SERVER, "echo": SERVER, "server_cli": SERVER,
+    "transport": CLIENT, "log_feed": CLIENT, "client": CLIENT, "tui_app": CLIENT,
+    "tui_cli": CLIENT,
 }
 
 # What a layer may not import: a layer name, or a module name.
@@ -37,13 +38,6 @@ FORBIDDEN = {
     SHARED: {CORE, PROTOCOL, SERVER, CLIENT},
     SERVER: {CLIENT},
 }
-
-# Breaks being fixed elsewhere; remove an entry when its import is gone.
-KNOWN = {
-    ("client", "logstore"): "client.py takes LogEntry from logstore; it moves to lib/entry.py "
-                            "with the client split (issue 8)",
-}
-
 
 def lib_modules():
     return sorted(path.stem for path in LIB.glob("*.py"))
@@ -81,25 +75,9 @@ def test_every_lib_module_is_classified():
     assert not unclassified, f"give these lib modules a layer in LAYERS: {unclassified}"
 
 
-def module_cases():
-    cases = []
-    for module in lib_modules():
-        if module in LAYERS:
-            known = [reason for (who, _), reason in KNOWN.items() if who == module]
-            marks = [pytest.mark.xfail(reason=known[0], strict=False)] if known else []
-            cases.append(pytest.param(module, marks=marks, id=module))
-    return cases
-
-
-@pytest.mark.parametrize("module", module_cases())
+@pytest.mark.parametrize("module", [m for m in lib_modules() if m in LAYERS])
 def test_layer_rules(module):
     assert not breaks(module), f"lib/{module}.py ({LAYERS[module]}) breaks a layer rule"
-
-
-def test_known_breaks_are_the_only_ones_in_their_modules():
-    """An xfail must not hide a second break in the same module."""
-    for module in {who for who, _ in KNOWN}:
-        assert breaks(module) <= set(KNOWN), f"lib/{module}.py: {breaks(module) - set(KNOWN)}"
 
 
 def test_the_checker_sees_a_break(tmp_path):
