@@ -266,7 +266,11 @@ class LogFeed:
         if data is None:
             self.buffer.older_exhausted = True  # the server cannot page back (no before_seq)
             return
-        self.buffer.add_older(_entries(data), data.get("truncated") is True)
+        held = len(self.buffer.entries)
+        if self.buffer.add_older(_entries(data), data.get("truncated") is True):
+            self._notify(f"loaded {len(self.buffer.entries) - held} older entries")
+        else:
+            self._notify("no older logs available")
 
     def _note_gap(self, after, before):
         if self._gap:
