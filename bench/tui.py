@@ -4,11 +4,12 @@
 
 Starts a real server whose one service writes `--rate` lines/s (each line carries the
 time it was written; with `--colour`, in SGR colours as test runners write them), runs
-tui.py in a pseudo-terminal (100x30, read with pyte, as the tests do) on the all-logs view, and measures for `--seconds`:
+tui.py in a pseudo-terminal (100x30, read with pyte, as the tests do) on the all-logs
+view, and measures for `--seconds`:
   1. how long after a line is written it shows on the screen (p50, p99), over every line
      that showed; the screen is scanned once per read from the pty, in the reader thread;
   2. the client's CPU (utime + stime from /proc) as a share of one core, and the server's;
-  3. how long a key takes to show its effect (`i` opens the info modal, esc closes it).
+  3. how long a key takes to show its effect (`i` opens the details box, esc closes it).
 Targets: latency p99 <= 100 ms, client CPU <= 30 % of a core, keys <= 50 ms.
 """
 import argparse

@@ -204,7 +204,7 @@ def details_lines(name, status, info, supported):
     rows = [("Reason", str(reason))] if reason else []
     rows += [
         ("Name", name),
-        ("Status", str(info.get("status") or status)),
+        ("Status", status),  # the live one: the details may be a moment older
         ("Kind", _shown_value(info.get("kind"))),
         ("Probe", _shown_value(info.get("probe"))),
         ("Port", _shown_value(info.get("port"))),
@@ -583,7 +583,7 @@ class App:
             self._set_filter(self.focus, "")
         elif key == "i":
             self.modal = DETAILS
-            self.client.watch_details(True)
+            self.client.watch_details(self.selected is not ALL)
         elif key in HELP_OPEN:
             self.modal = HELP
         elif key == "z":
