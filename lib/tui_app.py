@@ -41,6 +41,7 @@ STREAM_MARK = 2                # "| ", "! " or "* " before the message
 MESSAGE_MIN = 20               # narrower than this, continuation rows use the full width
 NARROW_INDENT = 2              # ... indented this much
 BOX_TITLE_INSET = 2            # a box title starts this far into the top border
+FOOTER_GAPS = 7                # cells around and between the footer's three parts
 FILTER_HINT_ROOM = 36          # cells from the right edge where the filter prompt's hint starts
 MODAL_MIN_WIDTH = 40
 MODAL_MARGIN = 2               # cells kept between the modal and the screen's edges
@@ -461,13 +462,16 @@ class LogView:
         return rows, last
 
 
-def scroll_position(first, last, count, follow):
-    """The footer's `lines 120-150 of 5000 (3%) follow`: entries shown, and how far down."""
+def scroll_position(first, last, count, follow, compact=False):
+    """The footer's `lines 120-150 of 5000 (3%) follow`: entries shown, and how far down;
+    `compact`: `120-150/5000 3% follow`."""
+    mode = "follow" if follow else "paused"
     if not count:
-        return "no lines " + ("follow" if follow else "paused")
+        return f"no lines {mode}"
     percent = (last + 1) * 100 // count
-    return (f"lines {first + 1}-{last + 1} of {count} ({percent}%) "
-            + ("follow" if follow else "paused"))
+    if compact:
+        return f"{first + 1}-{last + 1}/{count} {percent}% {mode}"
+    return f"lines {first + 1}-{last + 1} of {count} ({percent}%) {mode}"
 
 
 def _seq(entry):
@@ -844,16 +848,20 @@ class App:
             self._put(y, 1, f"{CONFIRMED[self.confirm]} y confirms, any other key cancels",
                       styles.warn | curses.A_BOLD, width - 2)
             return
-        position = scroll_position(self.logs.first_visible, self._last_visible,
-                                   len(self.logs.items), self.logs.follow)
+        truncated = "history truncated" if view.logs.has_older else ""
+        notice = view.notice.text if view.notice is not None else ""
+        place = (self.logs.first_visible, self._last_visible, len(self.logs.items),
+                 self.logs.follow)
+        position = scroll_position(*place)
+        if notice and len(notice) + len(truncated) + len(position) + FOOTER_GAPS > width:
+            position = scroll_position(*place, compact=True)  # room for the notice
         right = width - len(position) - 1
-        if view.logs.has_older:
-            right -= len("history truncated") + 2
-            self._put(y, right, "history truncated", styles.warn, len("history truncated"))
+        if truncated:
+            right -= len(truncated) + 2
+            self._put(y, right, truncated, styles.warn, len(truncated))
         self._put(y, width - len(position) - 1, position, styles.dim, len(position))
-        if view.notice is not None:
-            self._put(y, 1, view.notice.text, styles.bad if view.notice.error else styles.good,
-                      right - 3)
+        if notice:
+            self._put(y, 1, notice, styles.bad if view.notice.error else styles.good, right - 3)
 
     def _draw_modal(self, height, width, view):
         if self.modal == HELP:

@@ -621,11 +621,15 @@ def test_footer_shows_the_scroll_range(fake, tui):
     t.wait_for(lambda s: re.search(r"lines \d+-300 of 300 \(100%\) follow", s))
     t.send("\tg")
     t.wait_for(lambda s: re.search(r"lines 1-\d+ of 300 \(\d%\) paused", s))
+    t.wait_for("no older logs available")  # all 300 came in the first page
+    t.resize(50, 30)  # the short form leaves the notice its room
+    t.wait_for(lambda s: re.search(r"no older logs available +1-\d+/300 \d% paused $", t.line(29)))
 
 
 def test_pure_parts_of_help_header_details_and_footer():
     assert scroll_position(119, 149, 5000, False) == "lines 120-150 of 5000 (3%) paused"
     assert scroll_position(0, 0, 0, True) == "no lines follow"
+    assert scroll_position(119, 149, 5000, True, compact=True) == "120-150/5000 3% follow"
     actions = ["s start all", "x stop all"]
     assert pick_hints(actions, 200).endswith("? help  q quit")
     assert pick_hints(actions, 31) == "s start all  x stop all  ? help"
