@@ -1,14 +1,15 @@
 """The terminal client under a log flood: line-to-screen latency, keys, CPU.
 
-    python3 bench/tui.py [--rate 20000] [--seconds 5]
+    python3 bench/tui.py [--rate 20000] [--seconds 5] [--colour]
 
 Starts a real server whose one service writes `--rate` lines/s (each line carries the
-time it was written), runs tui.py in a pseudo-terminal (100x30, read with pyte, as the
-tests do) on the all-logs view, and measures for `--seconds`:
+time it was written; with `--colour`, in SGR colours as test runners write them), runs
+tui.py in a pseudo-terminal (100x30, read with pyte, as the tests do) on the all-logs
+view, and measures for `--seconds`:
   1. how long after a line is written it shows on the screen (p50, p99), over every line
      that showed; the screen is scanned once per read from the pty, in the reader thread;
   2. the client's CPU (utime + stime from /proc) as a share of one core, and the server's;
-  3. how long a key takes to show its effect (`i` opens the info modal, esc closes it).
+  3. how long a key takes to show its effect (`i` opens the details box, esc closes it).
 Targets: latency p99 <= 100 ms, client CPU <= 30 % of a core, keys <= 50 ms.
 """
 import argparse
@@ -34,14 +35,17 @@ import sys, time
 rate, batch = {rate}, max(1, {rate} // 100)
 period, i, due = batch / rate, 0, time.monotonic()
 pad = "x" * 60
+start, middle, end = {colours}
 while True:
     stamp = f"{{time.time():.6f}}"
-    sys.stdout.write("".join(f"L {{stamp}} {{i + k}} {{pad}}\\n" for k in range(batch)))
+    sys.stdout.write("".join(f"{{start}}L {{stamp}} {{i + k}}{{middle}} {{pad}}{{end}}\\n"
+                             for k in range(batch)))
     sys.stdout.flush()
     i += batch
     due += period
     time.sleep(max(0.0, due - time.monotonic()))
 """
+COLOURS = {False: ("", "", ""), True: ("\x1b[1;32m", "\x1b[0;33m", "\x1b[0m")}
 
 
 def cpu_seconds(pid):
@@ -104,12 +108,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=int, default=20000)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--colour", action="store_true",
+                        help="lines in colour: bold green, then yellow, then a reset")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         port = free_port()
+        flood = FLOOD.format(rate=args.rate, colours=COLOURS[args.colour])
         config = {"session": {"bind": f"127.0.0.1:{port}", "token": TOKEN},
-                  "services": {"flood": {"cmd": [sys.executable, "-u", "-c",
-                                                 FLOOD.format(rate=args.rate)]}}}
+                  "services": {"flood": {"cmd": [sys.executable, "-u", "-c", flood]}}}
         server = Server(write_config(directory, config), f"127.0.0.1:{port}", TOKEN).start()
         watcher = Watcher()
         tui = Tui(["-config", server.config_path], cols=100, rows=30, on_output=watcher)
@@ -141,7 +147,8 @@ def main():
         ("key to screen p50", f"{statistics.median(keys) * 1000:.1f} ms", ""),
         ("key to screen p99", f"{percentile(keys, 99) * 1000:.1f} ms", "<= 50 ms"),
     ]
-    print(f"tui.py under a {args.rate:,} lines/s flood, 100x30 pty, {args.seconds:g} s")
+    colour = ", coloured lines" if args.colour else ""
+    print(f"tui.py under a {args.rate:,} lines/s flood{colour}, 100x30 pty, {args.seconds:g} s")
     print(f"{'metric':<40} {'value':>12}  target")
     for name, value, target in rows:
         print(f"{name:<40} {value:>12}  {target}")

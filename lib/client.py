@@ -33,6 +33,8 @@ class View:
     logs: LogLines
     loading_older: bool
     notice: Notice | None
+    details: MappingProxyType | None = None  # name -> get_services entry; None: not known
+    details_supported: bool = False          # the server lists get_services in its hello
 
 
 class Client:
@@ -49,6 +51,9 @@ class Client:
         self._services = {}
         self._busy = {}
         self._notice = None
+        self._details = None       # name -> the service's entry of the last get_services
+        self._watching = False     # refresh the details on every status event
+        self._details_asked = None  # None, "sent", or "again" (a change came meanwhile)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -79,7 +84,10 @@ class Client:
                         services=MappingProxyType(dict(self._services)),
                         busy=MappingProxyType(dict(self._busy)), scope=feed.scope,
                         logs=feed.buffer.lines(), loading_older=feed.loading_older,
-                        notice=self._notice)
+                        notice=self._notice,
+                        details=(None if self._details is None
+                                 else MappingProxyType(self._details)),
+                        details_supported=self._supports("get_services"))
 
     # ---- commands --------------------------------------------------------------------
 
@@ -113,6 +121,42 @@ class Client:
             self.transport.bump()
         self.transport.flush()
         return True
+
+    def watch_details(self, watching):
+        """While `watching`, keep the `get_services` details current: fetched now, then
+        again after every status event (one request in flight at a time)."""
+        with self._lock:
+            self._watching = watching
+            if watching:
+                self._ask_details()
+        self.transport.flush()
+
+    def _supports(self, command):
+        capabilities = self.transport.server.get("capabilities")
+        return isinstance(capabilities, list) and command in capabilities
+
+    def _ask_details(self):
+        """Request `get_services` (lock held) unless the server lacks it; a change while
+        one is in flight asks again once it is answered."""
+        if not (self._watching and self.transport.ready and self._supports("get_services")):
+            return
+        if self._details_asked is not None:
+            self._details_asked = "again"
+            return
+        self._details_asked = "sent"
+
+        def done(reply):
+            again = self._details_asked == "again"
+            self._details_asked = None
+            services = reply.data.get("services") if isinstance(reply.data, dict) else None
+            if reply.ok and isinstance(services, list):
+                self._details = {item["name"]: item for item in services
+                                 if isinstance(item, dict) and isinstance(item.get("name"), str)}
+                self.transport.bump()
+            if again:
+                self._ask_details()
+
+        self.transport.enqueue("get_services", on_done=done)
 
     def notify(self, text, error=False):
         """Set the notice the UI shows (action outcomes, errors)."""
@@ -148,6 +192,8 @@ class Client:
     def on_open(self, snapshot):
         self._on_snapshot(snapshot)
         self.feed.open()
+        self._details = None
+        self._ask_details()
 
     def on_events(self, events):
         live = []
@@ -156,8 +202,10 @@ class Client:
                 live.append(payload)
             elif name == "service_status":
                 self._on_status(payload)
+                self._ask_details()
             elif name == "snapshot":
                 self._on_snapshot(payload)
+                self._ask_details()
         if live:
             self.feed.on_live(live)
 
@@ -167,6 +215,7 @@ class Client:
 
     def on_close(self):
         self.feed.close()
+        self._details_asked = None
 
     def _on_snapshot(self, payload):
         services = payload.get("services")

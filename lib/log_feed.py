@@ -88,19 +88,19 @@ class LogBuffer:
         self._trim()
 
     def add_older(self, page, truncated):
-        """Put a page of older history in front; True when it brought anything."""
+        """Put a page of older history in front; how many entries it brought (0: none)."""
         first = self.entries[0].seq if self.entries else None
         older = sorted({e.seq: e for e in page if first is None or e.seq < first}.values(),
                        key=_seq)
         if not older:
             self.older_exhausted = True
             self.has_older = False
-            return False
+            return 0
         self.entries[:0] = older
         self.has_older = bool(truncated)
         self.epoch = next(_EPOCHS)
         self._trim()
-        return True
+        return len(older)
 
     def set_limit(self, limit):
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
@@ -266,7 +266,11 @@ class LogFeed:
         if data is None:
             self.buffer.older_exhausted = True  # the server cannot page back (no before_seq)
             return
-        self.buffer.add_older(_entries(data), data.get("truncated") is True)
+        brought = self.buffer.add_older(_entries(data), data.get("truncated") is True)
+        if brought:
+            self._notify(f"loaded {brought} older entries")
+        else:
+            self._notify("no older logs available")
 
     def _note_gap(self, after, before):
         if self._gap:

@@ -10,10 +10,11 @@ import datetime
 import locale
 import re
 import time
-import unicodedata
 from bisect import bisect_left
 from functools import lru_cache
 
+from . import ansi
+from .ansi import char_width, text_width
 from .entry import SERVER
 from .log_feed import ALL
 from .transport import (CONNECTED, CONNECTING, FORBIDDEN, INCOMPATIBLE, RECONNECTING,
@@ -40,13 +41,15 @@ STREAM_MARK = 2                # "| ", "! " or "* " before the message
 MESSAGE_MIN = 20               # narrower than this, continuation rows use the full width
 NARROW_INDENT = 2              # ... indented this much
 BOX_TITLE_INSET = 2            # a box title starts this far into the top border
+FOOTER_GAPS = 7                # cells around and between the footer's three parts
 FILTER_HINT_ROOM = 36          # cells from the right edge where the filter prompt's hint starts
 MODAL_MIN_WIDTH = 40
 MODAL_MARGIN = 2               # cells kept between the modal and the screen's edges
 MODAL_PADDING = 2              # cells between the modal's border and its text
 MODAL_LABEL = 10               # width of the modal's label column
 MODAL_CHROME = 2 * MODAL_PADDING + MODAL_LABEL + 2  # a space after the label, one spare
-MODAL_EXTRA_ROWS = 4           # borders, a blank row, "esc to close"
+MODAL_EXTRA_ROWS = 4           # borders, a blank row, the closing hint
+HELP, DETAILS = "help", "details"  # the overlays
 
 
 def body_rows(height):
@@ -82,30 +85,6 @@ ENTER = {curses.KEY_ENTER, "\n", "\r"}
 
 
 # ---- text ----------------------------------------------------------------------------------
-
-_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
-
-
-def clean(text):
-    """Text safe to draw: no escape sequences (coloured logs), tabs expanded, no controls,
-    no trailing blanks (they would wrap into empty rows)."""
-    if "\x1b" in text:
-        text = _ESCAPES.sub("", text)
-    if "\t" in text:
-        text = text.expandtabs(4)
-    return _CONTROLS.sub("?", text).rstrip()
-
-
-def char_width(char):
-    if unicodedata.combining(char):
-        return 0
-    return 2 if unicodedata.east_asian_width(char) in "WF" else 1
-
-
-def text_width(text):
-    return len(text) if text.isascii() else sum(map(char_width, text))
-
 
 def wrap(text, width):
     """Rows of at most `width` cells, broken after a space in the second half of a row
@@ -169,8 +148,80 @@ def service_actions(status):
 
 
 ALL_ACTIONS = {"s": "start_all", "x": "stop_all"}
+CONFIRMED = {"stop_all": "Stop all services?"}  # actions that wait for `y`: the question
 ACTION_WORDS = {"start_service": "start", "restart_service": "restart", "stop_service": "stop",
                 "start_all": "start all", "stop_all": "stop all"}
+
+
+HELP_KEYS = (
+    ("up down  k j", "move the selection, or scroll the logs a row"),
+    ("PgUp PgDn  b f space", "a page up or down"),
+    ("u d", "half a page up or down"),
+    ("Home g", "the top (older logs are fetched)"),
+    ("End G", "the bottom, following new lines"),
+    ("tab", "switch between the services and the logs"),
+    ("/", "filter the focused panel (enter keeps, esc clears)"),
+    ("esc", "clear the focused panel's filter"),
+    ("s", "start, or restart, the selected service; on all logs: start all"),
+    ("x", "stop the selected service; on all logs: stop all (y confirms)"),
+    ("i", "details of the selected service, and the connection"),
+    ("R", "reload the server's config file (the footer shows the outcome)"),
+    ("z", "zoom: the logs at full width"),
+    ("? h F1", "this help"),
+    ("q ctrl-c", "quit"),
+)
+HELP_OPEN = {"?", "h", curses.KEY_F1}
+
+# Header hints, most useful first: narrower screens drop them from the end.
+HINT_PRIORITY = ("? help", "q quit", "i info", "/ filter", "z zoom", "tab panel")
+HINT_ORDER = ("i info", "/ filter", "z zoom", "tab panel", "? help", "q quit")
+ESSENTIAL_HINTS = 3            # worth the full title giving way to
+SHORT_TITLE = " flowlayer "
+
+
+def pick_hints(actions, room):
+    """The action hints, then as many others as fit in `room` cells (dropping the least
+    useful first), in screen order; "" when not even the actions fit."""
+    chosen = list(actions)
+    for hint in HINT_PRIORITY:
+        if len("  ".join(chosen + [hint])) > room:
+            break
+        chosen.append(hint)
+    shown = list(actions) + [hint for hint in HINT_ORDER if hint in chosen]
+    text = "  ".join(shown)
+    return text if len(text) <= room else ""
+
+
+def details_lines(name, status, info, supported):
+    """(label, value) rows of the details box of service `name`: the failure reason first
+    when there is one; what the client knows when the server reports nothing more."""
+    if not supported:
+        return [("Name", name), ("Status", status),
+                ("", "the server does not report details (no get_services)")]
+    if info is None:
+        return [("Name", name), ("Status", status), ("", "loading details...")]
+    reason = info.get("reason")
+    since = info.get("since")
+    cmd = info.get("cmd")
+    rows = [("Reason", str(reason))] if reason else []
+    rows += [
+        ("Name", name),
+        ("Status", status),  # the live one: the details may be a moment older
+        ("Kind", _shown_value(info.get("kind"))),
+        ("Probe", _shown_value(info.get("probe"))),
+        ("Port", _shown_value(info.get("port"))),
+        ("Depends on", ", ".join(map(str, info.get("dependsOn") or [])) or "-"),
+        ("Satisfied", {True: "yes", False: "no"}.get(info.get("satisfied"), "-")),
+        ("PID", _shown_value(info.get("pid"))),
+        ("Exit code", _shown_value(info.get("exit_code"))),
+        ("Since", format_time(since) if isinstance(since, str) else "-"),
+        ("Command", " ".join(map(str, cmd)) if isinstance(cmd, list) else _shown_value(cmd)),
+    ]
+    return rows
+
+
+def _shown_value(value):
+    return "-" if value is None or value == "" else str(value)
 
 
 def step_of(key, page):
@@ -189,7 +240,7 @@ def matches_service(needle, name, status):
 
 
 def matches_entry(needle, entry):
-    return (needle in entry.message.lower() or needle in entry.service.lower()
+    return (needle in ansi.plain(entry.message).lower() or needle in entry.service.lower()
             or needle in entry.stream)
 
 
@@ -225,10 +276,13 @@ class Styles:
             self.ready, self.running, self.failed = pairs["green"], pairs["blue"], pairs["red"]
             self.good, self.bad, self.warn = pairs["green"], pairs["red"] | curses.A_BOLD, pairs["yellow"]
             self.stderr, self.system = pairs["red"], pairs["cyan"]
+            # The services' own colours, in the pairs after those of the roles.
+            self.palette = ansi.Palette(ansi.curses_terminal(6, default_colors=background == -1))
         else:
             self.ready, self.running, self.failed = curses.A_BOLD, curses.A_NORMAL, curses.A_REVERSE
             self.good, self.bad, self.warn = curses.A_BOLD, curses.A_REVERSE, curses.A_BOLD
             self.stderr, self.system = curses.A_BOLD, curses.A_DIM
+            self.palette = ansi.Palette(ansi.curses_terminal(6, color=False))
         self.dim = curses.A_DIM
         self.header = curses.A_REVERSE
         self.selected = curses.A_REVERSE
@@ -258,6 +312,7 @@ class LogView:
 
     def __init__(self):
         self.items = []
+        self.first_visible = 0
         self.follow = True
         self.top = None
         self._epoch = None
@@ -274,7 +329,7 @@ class LogView:
         entries = lines.entries
         if lines.epoch != self._epoch or needle != self._needle:
             self._epoch, self._needle = lines.epoch, needle
-            self.items = [e for e in entries if matches_entry(needle, e)] if needle else list(entries)
+            self.items = [e for e in entries if _shown(needle, e)]
             self._synced = entries[-1].seq if entries else -1
             self._row_counts.clear()
             return
@@ -283,7 +338,7 @@ class LogView:
             del items[:bisect_left(items, entries[0].seq, key=_seq) if entries else len(items)]
         if entries and entries[-1].seq > self._synced:
             new = entries[bisect_left(entries, self._synced + 1, key=_seq):]
-            items.extend([e for e in new if matches_entry(needle, e)] if needle else new)
+            items.extend([e for e in new if _shown(needle, e)])
             self._synced = entries[-1].seq
         if len(self._row_counts) > 2 * len(items) + 1000:
             self._row_counts.clear()
@@ -298,15 +353,17 @@ class LogView:
             self._row_counts.clear()
 
     def _message_rows(self, entry):
-        """The message's rows and the indent of its continuation rows."""
+        """The message's rows (consecutive slices of `line.text`), the indent of its
+        continuation rows, and the parsed `ansi.Line`."""
         width, service_width = self._layout
         prefix = log_prefix_width(service_width)
-        text = clean(entry.message)
+        line = ansi.parse(entry.message)
+        text = line.text
         first = wrap(text, max(1, width - prefix))
         if width - prefix >= MESSAGE_MIN or len(first) == 1:
-            return first, prefix
+            return first, prefix, line
         rest = wrap(text[len(first[0]):], max(1, width - NARROW_INDENT))
-        return [first[0]] + rest, NARROW_INDENT
+        return [first[0]] + rest, NARROW_INDENT, line
 
     def row_count(self, index):
         entry = self.items[index]
@@ -318,15 +375,20 @@ class LogView:
     def render_entry(self, entry, styles):
         """[(segments)] for each row of `entry`; a segment is (text, attribute)."""
         width, service_width = self._layout
-        rows, indent = self._message_rows(entry)
+        rows, indent, line = self._message_rows(entry)
         mark = STREAM_MARKS.get(entry.stream, "|")
         text_attr = styles.stream(entry.stream)
+        attr = styles.palette.attr
         head = [(format_time(entry.timestamp) + " ", styles.dim)]
         if service_width:
             head.append((clip(entry.service, service_width).ljust(service_width) + " ", 0))
         head.append((mark + " ", text_attr | (curses.A_BOLD if entry.stream != "stdout" else 0)))
-        out = [head + [(rows[0], text_attr)]]
-        out.extend([(" " * indent, 0), (row, text_attr)] for row in rows[1:])
+        out, offset = [], 0
+        for number, row in enumerate(rows):
+            start = head if number == 0 else [(" " * indent, 0)]
+            out.append(start + [(piece, attr(style, text_attr))
+                                for piece, style in ansi.pieces(line, offset, offset + len(row))])
+            offset += len(row)
         return out
 
     # -- scrolling --
@@ -389,8 +451,10 @@ class LogView:
             self.top, self.follow = (self.items[0].seq, 0), False
 
     def visible(self, height, styles):
-        """Rows to draw (lists of segments) and the index of the last entry shown."""
+        """Rows to draw (lists of segments) and the index of the last entry shown (the
+        first one shown is kept in `first_visible`)."""
         index, row = self.position(height)
+        self.first_visible = index
         rows, last = [], index
         while index < len(self.items) and len(rows) < height:
             entry_rows = self.render_entry(self.items[index], styles)
@@ -399,14 +463,32 @@ class LogView:
         return rows, last
 
 
+def scroll_position(first, last, count, follow, compact=False):
+    """The footer's `lines 120-150 of 5000 (3%) follow`: entries shown, and how far down;
+    `compact`: `120-150/5000 3% follow`."""
+    mode = "follow" if follow else "paused"
+    if not count:
+        return f"no lines {mode}"
+    percent = (last + 1) * 100 // count
+    if compact:
+        return f"{first + 1}-{last + 1}/{count} {percent}% {mode}"
+    return f"lines {first + 1}-{last + 1} of {count} ({percent}%) {mode}"
+
+
 def _seq(entry):
     return entry.seq
+
+
+def _shown(needle, entry):
+    """Whether the logs panel lists `entry`: it shows something and matches the filter."""
+    return not ansi.is_blank(entry.message) and (not needle or matches_entry(needle, entry))
 
 
 # ---- the application --------------------------------------------------------------------------
 
 class App:
-    """Screen state (focus, selection, filters, modal, zoom) and the main loop."""
+    """Screen state (focus, selection, filters, overlay, confirmation, zoom) and the main
+    loop."""
 
     def __init__(self, client, token, color=True):
         self.client = client
@@ -417,7 +499,8 @@ class App:
         self.service_top = 0
         self.filters = {SERVICES: "", LOGS: ""}
         self.editing = None
-        self.modal = False
+        self.modal = None          # None, HELP or DETAILS
+        self.confirm = None        # an action of CONFIRMED waiting for `y`
         self.zoom = False
         self.quit = False
         self.logs = LogView()
@@ -470,12 +553,30 @@ class App:
             return
         if self.editing and self._edit(key):
             return
-        if self.modal:
+        if key == "\x03":
+            self.quit = True
+        elif self.confirm:
+            action, self.confirm = self.confirm, None
+            if key == "y":
+                self.client.run_action(action)
+            else:
+                self.client.notify(f"{ACTION_WORDS[action]}: cancelled")
+        elif self.modal == HELP:
+            self.modal = None  # any key
+        elif self.modal == DETAILS:
             if key in (ESC, "i", "\n", "\r", curses.KEY_ENTER):
-                self.modal = False
-            elif key in ("q", "\x03"):
+                self._close_modal()
+            elif key == "q":
                 self.quit = True
-            return
+        else:
+            self._handle_screen(key)
+
+    def _close_modal(self):
+        if self.modal == DETAILS:
+            self.client.watch_details(False)
+        self.modal = None
+
+    def _handle_screen(self, key):
         if key in ("q", "\x03"):
             self.quit = True
         elif key == "\t":
@@ -486,7 +587,10 @@ class App:
         elif key == ESC:
             self._set_filter(self.focus, "")
         elif key == "i":
-            self.modal = True
+            self.modal = DETAILS
+            self.client.watch_details(self.selected is not ALL)
+        elif key in HELP_OPEN:
+            self.modal = HELP
         elif key == "z":
             self.zoom = not self.zoom
             self.focus = LOGS if self.zoom else self.focus
@@ -532,7 +636,11 @@ class App:
 
     def _act(self, key):
         if self.selected is ALL:
-            self.client.run_action(ALL_ACTIONS[key])
+            action = ALL_ACTIONS[key]
+            if action in CONFIRMED:
+                self.confirm = action
+            else:
+                self.client.run_action(action)
             return
         status = self.client.view().services.get(self.selected, "unknown")
         name = service_actions(status).get(key)
@@ -576,8 +684,11 @@ class App:
                 return
             first = self.logs.scroll(step, height)
         self.client.set_following(self.logs.follow)
-        if not self.logs.follow and first < height:
-            self.client.load_older()
+        if not self.logs.follow and first < height and not self.client.load_older():
+            view = self.client.view()
+            if (first == 0 and view.state == CONNECTED and not view.loading_older
+                    and not view.logs.has_older):
+                self.client.notify("no older logs available")
 
     # -- drawing --
 
@@ -628,12 +739,16 @@ class App:
     def _draw_header(self, width, view):
         styles = self.styles
         self._put(0, 0, " " * width, styles.header, width)
-        title = f" {PROGRAM} "
-        self._put(0, 0, title, styles.header | curses.A_BOLD, width)
         label, attr = self._state_text(view)
+        actions = self._action_hints(view.services, view.busy)
+        # The short title when the full one leaves out one of the essential keys.
+        title = f" {PROGRAM} "
+        hints = pick_hints(actions, width - len(title) - len(label) - 4)
+        if not all(hint in hints for hint in HINT_PRIORITY[:ESSENTIAL_HINTS]):
+            title = SHORT_TITLE
+            hints = pick_hints(actions, width - len(title) - len(label) - 4)
+        self._put(0, 0, title, styles.header | curses.A_BOLD, width)
         self._put(0, len(title) + 1, label, attr | curses.A_BOLD, width - len(title) - 1)
-        x = len(title) + len(label) + 3
-        hints = self._hints(view.services, view.busy, width - x - 1)
         self._put(0, width - len(hints) - 1, hints, styles.header, len(hints))
 
     def _state_text(self, view):
@@ -651,19 +766,13 @@ class App:
             label += f" ({view.detail})"
         return label, styles.warn if state in (CONNECTING, RECONNECTING) else styles.bad
 
-    def _hints(self, services, busy, room):
-        """The keys the focused item allows, then as many global ones as fit in `room`."""
+    def _action_hints(self, services, busy):
+        """The keys the selected item allows (or what it is busy with)."""
         if self.selected in busy:
-            parts = [f"busy: {ACTION_WORDS.get(busy[self.selected], busy[self.selected])}"]
-        else:
-            actions = (ALL_ACTIONS if self.selected is ALL
-                       else service_actions(services.get(self.selected, "unknown")))
-            parts = [f"{key} {ACTION_WORDS[name]}" for key, name in actions.items()]
-        extra = ["/ filter", "i info", "q quit"]
-        while extra and len("  ".join(parts + extra)) > room:
-            extra.pop(0)
-        hints = "  ".join(parts + extra)
-        return hints if len(hints) <= room else ""
+            return [f"busy: {ACTION_WORDS.get(busy[self.selected], busy[self.selected])}"]
+        actions = (ALL_ACTIONS if self.selected is ALL
+                   else service_actions(services.get(self.selected, "unknown")))
+        return [f"{key} {ACTION_WORDS[name]}" for key, name in actions.items()]
 
     def _box(self, y, x, height, width, title, focused):
         attr = self.styles.focused if focused else self.styles.dim
@@ -738,19 +847,42 @@ class App:
             self._put(y, max(len(prompt) + 3, width - FILTER_HINT_ROOM), "enter keep  esc clear",
                       styles.dim, width - len(prompt) - 3)
             return
-        count = len(self.logs.items)
-        position = f"{self._last_visible + 1 if count else 0}/{count} "
-        position += "follow" if self.logs.follow else "paused"
+        if self.confirm:
+            self._put(y, 1, f"{CONFIRMED[self.confirm]} y confirms, any other key cancels",
+                      styles.warn | curses.A_BOLD, width - 2)
+            return
+        truncated = "history truncated" if view.logs.has_older else ""
+        notice = view.notice.text if view.notice is not None else ""
+        place = (self.logs.first_visible, self._last_visible, len(self.logs.items),
+                 self.logs.follow)
+        position = scroll_position(*place)
+        if notice and len(notice) + len(truncated) + len(position) + FOOTER_GAPS > width:
+            position = scroll_position(*place, compact=True)  # room for the notice
         right = width - len(position) - 1
-        if view.logs.has_older:
-            right -= len("history truncated") + 2
-            self._put(y, right, "history truncated", styles.warn, len("history truncated"))
+        if truncated:
+            right -= len(truncated) + 2
+            self._put(y, right, truncated, styles.warn, len(truncated))
         self._put(y, width - len(position) - 1, position, styles.dim, len(position))
-        if view.notice is not None:
-            self._put(y, 1, view.notice.text, styles.bad if view.notice.error else styles.good,
-                      right - 3)
+        if notice:
+            self._put(y, 1, notice, styles.bad if view.notice.error else styles.good, right - 3)
 
     def _draw_modal(self, height, width, view):
+        if self.modal == HELP:
+            self._draw_box_lines("Keys", list(HELP_KEYS), height, width,
+                                 "any key closes", label_width=max(len(k) for k, _ in HELP_KEYS))
+            return
+        lines = []
+        title = "Connection"
+        if self.selected is not ALL:
+            title = f"Details: {self.selected}"
+            status = view.services.get(self.selected, "unknown")
+            info = view.details.get(self.selected) if view.details is not None else None
+            lines = details_lines(self.selected, status, info, view.details_supported)
+            lines += [("", ""), ("Connection", None)]
+        lines += self._connection_lines(view)
+        self._draw_box_lines(title, lines, height, width, "esc to close")
+
+    def _connection_lines(self, view):
         server = view.server
         since = (time.strftime("%H:%M:%S", time.localtime(view.connected_at))
                  if view.connected_at else "-")
@@ -765,16 +897,32 @@ class App:
             ("Commands", ", ".join(map(str, server.get("capabilities") or [])) or "-"),
             ("Connected", since),
         ]
-        longest = max(len(value) for _, value in lines)
-        box_width = min(width - 2 * MODAL_MARGIN, max(MODAL_MIN_WIDTH, longest + MODAL_CHROME))
-        box_height = len(lines) + MODAL_EXTRA_ROWS
-        top, left = max(HEADER_ROWS, (height - box_height) // 2), (width - box_width) // 2
+        return lines
+
+    def _draw_box_lines(self, title, lines, height, width, hint, label_width=MODAL_LABEL):
+        """A box in the middle of the screen with (label, value) rows, long values wrapped
+        under their label; a value None makes the label a section heading. Rows that do
+        not fit are cut."""
+        longest = max(text_width(value) for _, value in lines if value is not None)
+        chrome = MODAL_CHROME - MODAL_LABEL + label_width
+        box_width = min(width - 2 * MODAL_MARGIN, max(MODAL_MIN_WIDTH, longest + chrome))
         inner = box_width - 2 * MODAL_PADDING
+        value_width = max(1, inner - label_width - 1)
+        rows = []
+        for label, value in lines:
+            if value is None:
+                rows.append((label, curses.A_BOLD))
+                continue
+            for number, part in enumerate(wrap(value, value_width)):
+                rows.append((f"{label if number == 0 else '':<{label_width}} {part}",
+                             self.styles.bad if label == "Reason" else 0))
+        rows = rows[:max(0, height - HEADER_ROWS - FOOTER_ROWS - MODAL_EXTRA_ROWS)]
+        box_height = len(rows) + MODAL_EXTRA_ROWS
+        top, left = max(HEADER_ROWS, (height - box_height) // 2), (width - box_width) // 2
         for row in range(box_height):
             self._put(top + row, left, " " * box_width, 0, box_width)
-        self._box(top, left, box_height, box_width, "Connection", True)
-        for row, (key, value) in enumerate(lines):
-            self._put(top + BORDER + row, left + MODAL_PADDING, f"{key:<{MODAL_LABEL}} {value}", 0,
-                      inner)
-        self._put(top + box_height - BORDER - 1, left + MODAL_PADDING, "esc to close",
+        self._box(top, left, box_height, box_width, title, True)
+        for row, (text, attr) in enumerate(rows):
+            self._put(top + BORDER + row, left + MODAL_PADDING, text, attr, inner)
+        self._put(top + box_height - BORDER - 1, left + MODAL_PADDING, hint,
                   self.styles.dim, inner)

@@ -17,6 +17,7 @@ from lib.framing import OP_CLOSE, OP_TEXT, FrameDecoder, encode_frame
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 COMMANDS = ["get_snapshot", "get_logs", "start_service", "stop_service", "restart_service",
             "start_all", "stop_all"]
+WITH_GET_SERVICES = COMMANDS + ["get_services"]   # a server with SPEC 6.4's get_services
 
 
 class FakeConnection:
@@ -47,7 +48,8 @@ class FakeV1Server:
 
     `commands` is a queue of (connection, message) for every command received. Set
     `handler(conn, message) -> bool` to answer commands yourself (return True when done).
-    `reject_status` makes every upgrade fail with that HTTP status.
+    `reject_status` makes every upgrade fail with that HTTP status. `get_services` (answered
+    only when the hello lists it) reports `details[name]` over defaults of the SPEC shape.
     """
 
     def __init__(self, token="secret", services=None, limit=500, hello=None, port=0):
@@ -56,6 +58,7 @@ class FakeV1Server:
         self.limit = limit
         self.hello = hello or {"protocol_version": 1, "server": "fake-v1",
                                "capabilities": COMMANDS}
+        self.details = {}   # name -> fields of its get_services entry
         self.logs = []
         self.next_seq = 1000
         self.handler = None
@@ -89,9 +92,11 @@ class FakeV1Server:
             self.broadcast({"type": "event", "name": "log", "payload": entry})
         return entry
 
-    def set_status(self, service, status):
+    def set_status(self, service, status, **details):
+        """Change a status (and `details` fields of get_services) and send the event."""
         with self._lock:
             self.services[service] = status
+            self.details.setdefault(service, {}).update(details)
         self.broadcast({"type": "event", "name": "service_status",
                         "payload": {"service": service, "status": status,
                                     "timestamp": "2026-01-01T00:00:00Z"}})
@@ -127,6 +132,16 @@ class FakeV1Server:
         limit = payload.get("limit", self.limit)
         return {"entries": entries[-limit:], "truncated": len(entries) > limit,
                 "effective_limit": limit}
+
+    def service_details(self):
+        """get_services data: SPEC 6.4's shape, from `services` and `details`."""
+        with self._lock:
+            services = [{"name": name, "status": status, "kind": "daemon", "probe": "none",
+                         "port": None, "dependsOn": [], "satisfied": status in ("running", "ready"),
+                         "pid": None, "exit_code": None, "reason": None, "since": None,
+                         "cmd": [name], **self.details.get(name, {})}
+                        for name, status in sorted(self.services.items())]
+        return {"services": services, "startup": {"state": "done", "summary": None}}
 
     def reply(self, conn, message, data=None, ok=True, accepted=True, error=None):
         """Send the ack (and the result when accepted) of a command."""
@@ -209,6 +224,8 @@ class FakeV1Server:
             with self._lock:
                 services = [{"name": n, "status": s} for n, s in sorted(self.services.items())]
             self.reply(conn, message, {"services": services})
+        elif name == "get_services" and name in self.hello["capabilities"]:
+            self.reply(conn, message, self.service_details())
         elif name in ("start_service", "restart_service"):
             self.set_status(payload["service"], "running")
             self.reply(conn, message)

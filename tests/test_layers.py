@@ -26,7 +26,7 @@ LAYERS = {
     "guardian": CORE,
     "protocol": PROTOCOL,
     "commands": SERVER, "session": SERVER, "echo": SERVER, "server_cli": SERVER,
-    "transport": CLIENT, "log_feed": CLIENT, "client": CLIENT, "tui_app": CLIENT,
+    "transport": CLIENT, "log_feed": CLIENT, "ansi": CLIENT, "client": CLIENT, "tui_app": CLIENT,
     "tui_cli": CLIENT,
 }
 

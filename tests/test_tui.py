@@ -13,11 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import PY, ROOT, free_port, wait_until, write_config
-from fake_v1_server import FakeV1Server
+from fake_v1_server import WITH_GET_SERVICES, FakeV1Server
 from lib import tui_cli
 from lib.entry import LogEntry
 from lib.log_feed import LogBuffer
-from lib.tui_app import LogView, clean, format_time, service_actions, wrap
+from lib.tui_app import (HELP_KEYS, LogView, details_lines, format_time, pick_hints,
+                         scroll_position, service_actions, wrap)
 from tui_helpers import Server, Tui, stack_config
 
 TOKEN = "tui-test-token"
@@ -159,10 +160,15 @@ def test_older_history_is_paged_with_before_seq(server, tui):
     t.wait_for("history truncated")
     assert "burst 059" not in t.text()  # 40 entries held: 060..099
     t.send("\t")
+    t.send("g")
+    t.wait_for("loaded 20 older entries")
     wait_until(lambda: t.send("g") or "burst 000" in t.text(), 20, interval=0.2,
                message="the first burst line after paging back")
     assert messages(t)[:3] == ["burst 000", "burst 001", "burst 002"]
     t.wait_for(lambda s: "history truncated" not in s and "paused" in s)
+    t.send("g")
+    t.wait_for("no older logs available")
+    assert re.search(r"lines 1-26 of 40 \(65%\) paused", t.text())  # 40 held at a time
     t.send("G")
     t.wait_for(lambda s: "burst 099" in s and "follow" in s)
 
@@ -363,10 +369,7 @@ def test_no_terminal_is_an_error(tmp_path):
 
 # ---- pure parts of the screen ------------------------------------------------------------------
 
-def test_text_is_cleaned_and_wrapped_by_cells():
-    assert clean("\x1b[31mred\x1b[0m") == "red"
-    assert clean("a\tb") == "a   b"
-    assert clean("bell\x07 \x00 ") == "bell? ?"
+def test_text_is_wrapped_by_cells():
     assert wrap("abcdef", 4) == ["abcd", "ef"]
     assert wrap("job done in 330ms", 10) == ["job done ", "in 330ms"]
     assert wrap("a verylongword", 6) == ["a very", "longwo", "rd"]
@@ -389,7 +392,8 @@ def test_actions_follow_the_status():
     assert service_actions("stopping") == {}
 
 
-STYLES = types.SimpleNamespace(dim=0, stream=lambda stream: 0)
+STYLES = types.SimpleNamespace(dim=0, stream=lambda stream: 0,
+                               palette=types.SimpleNamespace(attr=lambda style, base=0: base))
 
 
 def entry(seq, message=None):
@@ -459,3 +463,176 @@ def test_terminals_without_colour_or_cursor_addressing(server, tui):
     assert dumb.wait_exit() == 1
     assert b"Error: this terminal (TERM=dumb) cannot move the cursor" in bytes(dumb.raw)
     assert b"Traceback" not in bytes(dumb.raw)
+
+
+# ---- help, details, confirmation, colours, header and footer ---------------------------------
+
+@pytest.fixture
+def fake():
+    servers = []
+
+    def start(**options):
+        servers.append(FakeV1Server(token="fake", **options))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def connect_fake(tui, server, **options):
+    t = tui("-addr", server.addr, "-token", "fake", **options)
+    t.wait_for("Connected")
+    return t
+
+
+@pytest.mark.parametrize("key", ["?", "h", "\x1bOP"])  # F1 as xterm sends it
+def test_help_lists_every_key_and_any_key_closes_it(server, tui, key):
+    t = connect(tui, server)
+    t.send(key)
+    t.wait_for("any key closes")
+    text = t.text()
+    for keys, meaning in HELP_KEYS:
+        assert re.search(rf"{re.escape(keys)} +{re.escape(meaning.split()[0])}", text), keys
+    t.send("j")  # closes the help, moves nothing
+    t.wait_for(lambda s: "any key closes" not in s)
+    assert "> all logs" in t.text()
+
+
+def test_details_show_the_fields_of_get_services_reason_first_and_live(fake, tui):
+    server = fake(services={"api": "failed", "db": "ready"},
+                  hello={"protocol_version": 1, "server": "fake-v2", "capabilities": WITH_GET_SERVICES})
+    server.details["api"] = {"kind": "daemon", "probe": "http", "port": 8080, "dependsOn": ["db"],
+                             "satisfied": False, "exit_code": 3, "cmd": ["node", "api.js"],
+                             "reason": "exited with code 3 before it was ready",
+                             "since": "2026-01-01T00:00:00.000"}
+    t = connect_fake(tui, server, cols=100, rows=34)
+    t.send("j")
+    t.wait_for("Logs: api")
+    t.send("i")
+    t.wait_for("Details: api")
+    t.wait_for("exited with code 3")
+    rows = [line.strip("│ ") for line in t.text().splitlines()]
+    reason = next(i for i, row in enumerate(rows) if row.startswith("Reason "))
+    assert reason < next(i for i, row in enumerate(rows) if row.startswith("Name "))
+    for label, value in (("Status", "failed"), ("Kind", "daemon"), ("Probe", "http"),
+                         ("Port", "8080"), ("Depends on", "db"), ("Satisfied", "no"),
+                         ("PID", "-"), ("Exit code", "3"), ("Since", "00:00:00.000"),
+                         ("Command", "node api.js"), ("Protocol", "1"), ("Server", "fake-v2")):
+        assert any(re.match(rf"{label} +{re.escape(value)}$", row) for row in rows), label
+    server.set_status("api", "running", pid=4242, exit_code=None, reason=None, satisfied=True)
+    t.wait_for(lambda s: re.search(r"PID +4242", s) and "Reason" not in s)
+    assert re.search(r"Satisfied +yes", t.text())
+    t.send("\x1b")
+    t.wait_for(lambda s: "Details: api" not in s)
+    asked = [m["name"] for _, m in list(server.commands.queue)].count("get_services")
+    server.set_status("api", "stopped")  # closed: no more requests
+    t.wait_for(lambda s: "stopped" in service_row(t, "api")[1])
+    assert [m["name"] for _, m in list(server.commands.queue)].count("get_services") == asked
+
+
+def test_details_from_a_v1_server_say_what_the_client_knows(fake, tui):
+    server = fake(services={"api": "running"})
+    t = connect_fake(tui, server)
+    t.send("j")
+    t.wait_for("Logs: api")
+    t.send("i")
+    t.wait_for("the server does not report details")
+    assert re.search(r"Status +running", t.text()) and re.search(r"Protocol +1", t.text())
+    assert "get_services" not in [m["name"] for _, m in list(server.commands.queue)]
+
+
+def test_stop_all_asks_first_and_only_y_confirms(fake, tui):
+    server = fake()
+    t = connect_fake(tui, server)
+    t.send("x")
+    t.wait_for("Stop all services? y confirms, any other key cancels")
+    t.send("n")
+    t.wait_for("stop all: cancelled")
+    t.send("x")
+    t.wait_for("Stop all services?")
+    t.send("y")
+    t.wait_for(lambda s: "stop_all" in [m["name"] for _, m in list(server.commands.queue)])
+    t.wait_for(lambda s: "stop_all" in s and ": ok" in s)
+    assert [m["name"] for _, m in list(server.commands.queue)].count("stop_all") == 1
+
+
+def cell_at(t, needle, offset=0):
+    y, x = t.find(needle)
+    return t.cell(y, x + offset)
+
+
+def test_service_colours_are_rendered_and_filters_ignore_them(fake, tui):
+    server = fake(services={"api": "running"})
+    t = connect_fake(tui, server)
+    server.add_log("api", "\x1b[32mgreen\x1b[0m plain \x1b[1;31mbold red\x1b[0m \x1b[4munder\x1b[24m")
+    server.add_log("api", "\x1b[38;5;208morange256\x1b[0m \x1b[38;2;0;0;255mtruecolour\x1b[0m \x1b]0;title\x07end")
+    server.add_log("api", " \t \x1b[0m ")  # shows nothing: no row
+    server.add_log("api", "progress 10%\rprogress 100%")
+    server.add_log("api", "a\tb")
+    server.add_log("api", "last line")
+    t.wait_for("last line")
+    assert cell_at(t, "green").fg == "green" and cell_at(t, "plain").fg == "default"
+    red = cell_at(t, "bold red")
+    assert red.fg == "red" and red.bold and cell_at(t, "under").underscore
+    assert cell_at(t, "orange256").fg not in ("default", "red", "yellow")
+    assert cell_at(t, "truecolour").fg not in ("default", "green")
+    assert "title" not in t.text() and "truecolour end" in t.text()
+    assert "progress 100%" in t.text() and "progress 10%" not in t.text()
+    rows = messages(t)
+    y, x = t.find("| a")
+    assert t.line(y)[x + 2:x + 11] == "a       b"  # the tab stops at column 8 of the message
+    assert rows[2:] == ["progress 100%", "a       b", "last line"]  # the blank line took no row
+    t.send("\t/plain bold\r")
+    t.wait_for(lambda s: messages(t) == ["green plain bold red under"])
+
+
+def test_no_color_keeps_the_attributes_of_service_output(fake, tui):
+    server = fake(services={"api": "running"})
+    t = connect_fake(tui, server, env={"NO_COLOR": "1"})
+    server.add_log("api", "\x1b[1;31mbold red\x1b[0m plain")
+    t.wait_for("bold red plain")
+    assert cell_at(t, "bold red").bold and cell_at(t, "bold red").fg == "default"
+    assert not cell_at(t, "plain").bold
+
+
+def test_header_keeps_the_most_useful_keys_at_80_and_60_columns(fake, tui):
+    server = fake(services={"api": "running"})
+    t = connect_fake(tui, server, cols=80, rows=24)
+    for hint in ("flowlayer", "Connected", "s start all", "x stop all", "? help", "i info",
+                 "q quit"):
+        assert hint in t.line(0), hint
+    t.send("j")
+    t.wait_for(lambda s: "s restart" in t.line(0))
+    assert all(hint in t.line(0) for hint in ("x stop", "? help", "i info", "q quit"))
+    t.resize(60, 24)
+    t.wait_for(lambda s: len(t.line(0).rstrip()) <= 60 and all(
+        hint in t.line(0) for hint in ("s restart", "Connected", "x stop", "? help")))
+    t.send("k")
+    t.wait_for(lambda s: all(hint in t.line(0) for hint in ("x stop all", "? help", "Connected")))
+
+
+def test_footer_shows_the_scroll_range(fake, tui):
+    server = fake(services={"api": "running"})
+    for i in range(300):
+        server.add_log("api", f"entry {i}", broadcast=False)
+    t = connect_fake(tui, server, cols=100, rows=30)
+    t.wait_for(lambda s: re.search(r"lines \d+-300 of 300 \(100%\) follow", s))
+    t.send("\tg")
+    t.wait_for(lambda s: re.search(r"lines 1-\d+ of 300 \(\d%\) paused", s))
+    t.wait_for("no older logs available")  # all 300 came in the first page
+    t.resize(50, 30)  # the short form leaves the notice its room
+    t.wait_for(lambda s: re.search(r"no older logs available +1-\d+/300 \d% paused $", t.line(29)))
+
+
+def test_pure_parts_of_help_header_details_and_footer():
+    assert scroll_position(119, 149, 5000, False) == "lines 120-150 of 5000 (3%) paused"
+    assert scroll_position(0, 0, 0, True) == "no lines follow"
+    assert scroll_position(119, 149, 5000, True, compact=True) == "120-150/5000 3% follow"
+    actions = ["s start all", "x stop all"]
+    assert pick_hints(actions, 200).endswith("? help  q quit")
+    assert pick_hints(actions, 31) == "s start all  x stop all  ? help"
+    assert pick_hints(actions, 10) == ""
+    rows = details_lines("api", "failed", {"reason": "boom", "cmd": ["a", "b"]}, True)
+    assert rows[0] == ("Reason", "boom") and ("Command", "a b") in rows and ("PID", "-") in rows
+    assert details_lines("api", "ready", None, False)[:2] == [("Name", "api"), ("Status", "ready")]
