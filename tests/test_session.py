@@ -18,7 +18,7 @@ import pytest
 import websocket
 
 from conftest import wait_until, write_config
-from lib import framing
+from lib import commands, framing
 from lib import session as session_module
 from lib.config import load
 from lib.logstore import LogStore, format_timestamp
@@ -388,9 +388,10 @@ def test_hello_then_snapshot(env):
     env.runtime.statuses["db"] = "ready"
     client = env.client()
     assert client.hello == {"type": "event", "name": "hello", "payload": {
-        "protocol_version": 1, "server": "flowlayer",
-        "capabilities": ["get_snapshot", "get_logs", "start_service", "stop_service",
-                         "restart_service", "start_all", "stop_all"]}}
+        "protocol_version": 1, "server": "flowlayer", "capabilities": list(commands.NAMES)}}
+    assert commands.NAMES[:7] == ("get_snapshot", "get_logs", "start_service", "stop_service",
+                                  "restart_service", "start_all", "stop_all")
+    assert "get_services" in commands.NAMES[7:]
     assert client.snapshot == {"type": "event", "name": "snapshot", "payload": {"services": [
         {"name": "api", "status": "unknown"}, {"name": "db", "status": "ready"},
         {"name": "web", "status": "unknown"}]}}
