@@ -272,21 +272,14 @@ def cmd_logs(conn, flags, args):
     while True:
         with conn.lock:
             seen = conn.session.logs + conn.session.opened
-        if conn.transport.ready:
-            entries = _fetch_after(conn, scope, last)
-            if entries:
-                _print_entries(entries, width)
-                last = entries[-1].seq
-            if entries is not None:
-                _wait_logs(conn, seen)
-                continue
-        _wait_logs(conn, seen)     # disconnected: the next session opening wakes this
-
-
-def _wait_logs(conn, seen):
-    with conn.lock:
-        conn.transport.wait_for(
-            lambda: conn.session.logs + conn.session.opened != seen, None)
+        entries = _fetch_after(conn, scope, last) if conn.transport.ready else None
+        if entries:
+            _print_entries(entries, width)
+            last = entries[-1].seq
+        # A live line, or a new session after a drop (then the fetch failed), wakes it.
+        with conn.lock:
+            conn.transport.wait_for(
+                lambda: conn.session.logs + conn.session.opened != seen, None)
 
 
 def _fetch_after(conn, scope, last):
