@@ -358,7 +358,9 @@ def _judge_services(conn, names, pending):
         item = details.get(name, {})
         reason = item.get("reason") or ""
         if item.get("status") == "failed":
-            raise Failure(f"{name} failed" + (f": {reason}" if reason else ""))
+            code = item.get("exit_code")
+            raise Failure(f"{name} failed" + (f": {reason}" if reason else
+                                              f" (exit code {code})" if code is not None else ""))
         if reason.startswith("blocked:") and not item.get("satisfied"):
             raise Failure(f"{name} is blocked: {reason}")
     pending = [name for name in names if details.get(name, {}).get("satisfied") is not True]

@@ -53,9 +53,7 @@ def main(argv=None):
     if ctl.has_command(argv):
         return ctl.main(argv, prog=PROGRAM)
     try:
-        flags, positionals = parse(argv, FLAG_VALUES, FLAG_SWITCHES, FLAG_ALIASES)
-        if positionals:
-            raise UsageError(f"unexpected argument: {positionals[0]}")
+        flags, _ = parse(argv, FLAG_VALUES, FLAG_SWITCHES, FLAG_ALIASES)   # no command
         if flags.get("help"):
             sys.stdout.write(HELP)
             return 0

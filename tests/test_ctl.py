@@ -12,6 +12,7 @@ from conftest import (PY, ROOT, SESSION_TOKEN, ServerProcess, free_port, py_cmd,
                       write_config)
 from fake_v1_server import FakeV1Server
 from lib import commands, connect
+from tui_helpers import Tui
 
 TUI = os.path.join(ROOT, "tui.py")
 SLEEP = "import time; time.sleep(600)"
@@ -42,6 +43,7 @@ def stack(session_stack, tmp_path):
         "seed": {"kind": "oneshot", "cmd": py_cmd("print('seeded')"), "dependsOn": ["db"]},
         "bad": {"cmd": py_cmd("import sys; sys.exit(3)"), "ready": {"type": "tcp", "port": free_port()}},
         "after": {"cmd": py_cmd(SLEEP), "dependsOn": ["bad"]},
+        "crash": {"kind": "oneshot", "cmd": py_cmd("import sys; sys.exit(2)")},
     })
     s.flags = ["-addr", f"127.0.0.1:{s.port}", "-token", SESSION_TOKEN]
     s.run = lambda *args: ctl(*s.flags, *args, cwd=tmp_path)
@@ -67,7 +69,7 @@ def test_status_table(stack):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0].split() == ["NAME", "STATUS", "PID", "EXIT", "PORT", "SINCE", "REASON"]
     rows = table(out.stdout)
-    assert list(rows) == ["after", "bad", "db", "plain", "seed"]
+    assert list(rows) == ["after", "bad", "crash", "db", "plain", "seed"]
     assert rows["db"]["STATUS"] == "ready" and rows["db"]["PID"].isdigit()
     assert rows["db"]["PORT"] == str(stack_port(stack, "db")) and rows["db"]["REASON"] == "-"
     assert re.fullmatch(r"\d\d:\d\d:\d\d", rows["db"]["SINCE"])
@@ -76,7 +78,8 @@ def test_status_table(stack):
     assert rows["bad"]["REASON"] == "failed_start: process exited before ready (exit code 3)"
     assert (rows["after"]["STATUS"], rows["after"]["REASON"]) == ("unknown", "blocked: dependency bad failed")
     assert out.stdout.splitlines()[-1].startswith(
-        "startup incomplete: 2 running, 1 done, 1 failed_start, 1 blocked (")
+        "startup incomplete: 2 running, 1 done, 2 failed_start, 1 blocked (")
+    assert (rows["crash"]["STATUS"], rows["crash"]["EXIT"], rows["crash"]["REASON"]) == ("failed", "2", "-")
     assert out.stderr == ""
 
 
@@ -111,7 +114,8 @@ def test_start_all_and_stop_all(stack):
     assert {row["STATUS"] for row in table(stack.run("status").stdout).values()} <= {"stopped", "failed", "unknown"}
     out = stack.run("start-all")
     assert out.returncode == 1 and out.stdout == ""
-    assert out.stderr == "Error: start-all: start_failed: failed to start: after, bad (after, bad)\n"
+    assert out.stderr == ("Error: start-all: start_failed: failed to start: after, bad, crash "
+                          "(after, bad, crash)\n")
     rows = table(stack.run("status").stdout)
     assert rows["db"]["STATUS"] == "ready" and rows["plain"]["STATUS"] == "running"
 
@@ -152,6 +156,7 @@ def test_logs_follow_across_a_server_restart(tmp_path):
     path = write_config(tmp_path, {"session": {"bind": f"127.0.0.1:{port}", "token": "t"},
                                    "services": {"tick": {"cmd": ticker}}})
     first = ServerProcess("-c", path, env={**os.environ, "RUN": "1"})
+    first.wait_line("boot: session api:")
     follower = subprocess.Popen([PY, TUI, "logs", "-f", "tick"], cwd=tmp_path, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines = []
@@ -230,6 +235,8 @@ def test_wait_failure_block_and_timeout(stack):
     out = stack.run("wait", "--timeout", "0.5", "db", "plain")
     assert (out.returncode, out.stderr) == (
         124, "Error: timed out after 0.5s waiting for: plain (stopped)\n")
+    out = stack.run("wait", "crash")   # a oneshot's failure has no failed_start line
+    assert (out.returncode, out.stderr) == (1, "Error: crash failed (exit code 2)\n")
     out = stack.run("wait", "nope")
     assert (out.returncode, out.stderr) == (1, 'Error: service "nope" is not defined\n')
 
@@ -266,9 +273,9 @@ def test_unreachable_and_refused_tokens(stack, tmp_path):
     (["-token", "a", "status", "-token", "b"], "flag -token given twice"),
 ])
 def test_usage_errors_exit_2_with_help(tmp_path, args, message):
-    ctl_args = args if args else ["-token", "x"]
-    out = ctl(*ctl_args, cwd=tmp_path)
-    if not args:   # without a command, the screen would start: ask flowlayer-ctl instead
+    if args:
+        out = ctl(*args, cwd=tmp_path)
+    else:   # tui.py without a command is the screen: ask flowlayer-ctl
         out = subprocess.run([PY, "-c", "import sys; from lib.ctl import main; sys.exit(main())"],
                              capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 2, out
@@ -338,6 +345,29 @@ def test_discovered_config_is_used_by_the_commands(tmp_path):
         assert out.returncode == 0, out.stderr
         assert table(out.stdout)["a"]["STATUS"] == "running"
     finally:
+        assert server.stop() == 0
+
+
+def test_the_screen_finds_the_server_of_its_directory(tmp_path):
+    """The screen, started with no flags in the server's directory, connects to it."""
+    api = free_port()
+    write_config(tmp_path, {"session": {"bind": f"127.0.0.1:{api}", "token": "disc"},
+                            "services": {"discovered": {"cmd": py_cmd(SLEEP)}}})
+    here = tmp_path / "screen_here.py"   # the screen, run from tmp_path
+    here.write_text(f"import os, sys\nos.chdir({str(tmp_path)!r})\nsys.path.insert(0, {ROOT!r})\n"
+                    "from lib import tui_cli\nsys.exit(tui_cli.main(sys.argv[1:]))\n")
+    server = ServerProcess(cwd=tmp_path)
+    screen = None
+    try:
+        server.wait_line("boot: startup ok")
+        screen = Tui([], program=str(here))
+        screen.wait_for("Connected")
+        screen.wait_for(lambda text: re.search(r"discovered +running", text))
+        screen.send("q")
+        assert screen.wait_exit() == 0
+    finally:
+        if screen is not None:
+            screen.close()
         assert server.stop() == 0
 
 

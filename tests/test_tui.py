@@ -324,7 +324,7 @@ def test_version_and_help():
 
 @pytest.mark.parametrize("args, message", [
     (("-v",), "flag provided but not defined: -v"),
-    (("extra",), "unexpected argument: extra"),
+    (("extra",), "unknown command: extra"),
     (("-addr",), "flag needs an argument"),
     (("-addr", "nowhere"), "-addr: invalid address"),
 ])
