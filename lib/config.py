@@ -88,9 +88,10 @@ def load(path):
         raise ConfigError(document.error(invalid.path, invalid.message, invalid.at)) from None
 
 
-def discover(directory="."):
+def discover(directory=""):
     """The config file found in `directory` as the server looks for one (SPEC 1.1): the
-    first of DISCOVERY that is a file, or None. The client looks the same way."""
+    first of DISCOVERY that is a file, or None; "" is the current directory (the name is
+    returned as is, as the server always did). The client looks the same way."""
     found = (os.path.join(directory, name) for name in DISCOVERY)
     return next((path for path in found if os.path.isfile(path)), None)
 

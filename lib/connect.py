@@ -9,7 +9,7 @@ LOOPBACK = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 FLAG_VALUES = ("addr", "token", "config")
 
 
-def resolve(flags, directory="."):
+def resolve(flags, directory=""):
     """(WebSocket URL, token) from the flags, over the config file's session fields.
 
     Without `-addr` and `-config`, the config file the server would find in `directory`

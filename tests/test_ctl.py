@@ -375,7 +375,7 @@ def test_a_broken_discovered_config_is_reported(tmp_path):
     write_config(tmp_path, '{"session": {"token": 5}, "services": {}}')
     out = ctl("status", cwd=tmp_path)
     assert (out.returncode, out.stderr) == (
-        2, "Error: ./flowlayer.jsonc: session.token: must be a non-empty string\n")
+        2, "Error: flowlayer.jsonc: session.token: must be a non-empty string\n")
 
 
 # ---- against a V1 server without get_services -------------------------------------------------
