@@ -39,20 +39,28 @@ class Failure(Exception):
 # ---- the session ---------------------------------------------------------------------------
 
 class Session:
-    """The transport's listener: service states from the snapshot and status events, and
-    a count of what may change an answer (`changes`), so a command waits on events."""
+    """The transport's listener: service states from the snapshot and status events, a
+    count of what may change an answer (`changes`), so a command waits on events, and
+    (once `collect` is set) the live log entries for `logs -f`.
+
+    Every connection receives every log event, and seqs are consecutive across all
+    services, so a jump in the live seqs means the server dropped events: `gap` is set
+    then, and on every new session, for the follower to fetch what it missed."""
 
     def __init__(self):
         self.services = {}      # name -> status
         self.blocked = {}       # name -> its `blocked:` line, seen live (V1 servers)
-        self.opened = 0         # sessions opened: each is a reason to fetch again
         self.changes = 0        # status events, lifecycle lines and openings
-        self.logs = 0           # live log events
+        self.collect = False    # keep live entries in `live`
+        self.live = []          # LogEntry, in arrival order
+        self.live_seq = 0       # the highest live seq of this session
+        self.gap = False        # live entries may be missing (a jump, a new session)
 
     def on_open(self, snapshot):
         self._snapshot(snapshot)
-        self.opened += 1
         self.changes += 1
+        self.live_seq = 0
+        self.gap = True
 
     def on_events(self, events):
         for name, payload in events:
@@ -62,9 +70,16 @@ class Session:
                     self.services[service] = status
                     self.changes += 1
             elif name == "log":
-                self.logs += 1
                 entry = entry_from_dict(payload)
-                if entry is not None and entry.stream == "system":
+                if entry is None:
+                    continue
+                if entry.seq > self.live_seq:
+                    if self.live_seq and entry.seq != self.live_seq + 1:
+                        self.gap = True
+                    self.live_seq = entry.seq
+                if self.collect:
+                    self.live.append(entry)
+                if entry.stream == "system":
                     if entry.message.startswith("blocked:"):
                         self.blocked[entry.service] = entry.message
                     self.changes += 1
@@ -256,12 +271,16 @@ def cmd_reload(conn, flags, args):
 
 def cmd_logs(conn, flags, args):
     """The scope's logs (`-n N` newest), then with `-f` every newer line as it comes, across
-    reconnects: each fetch asks for `after_seq` of the last line printed, so nothing shows
-    twice and nothing between is skipped (as far as the server still holds it)."""
+    reconnects, printed in seq order and only past the last one printed: live events while
+    their seqs run on, and a fetch of `after_seq` of the last line printed after a jump or
+    a new session, so nothing shows twice and nothing between is skipped (as far as the
+    server still holds it)."""
     scope = {"service": args[0]} if args else {}
     count = None if flags.get("n") is None else int(flags["n"])
+    session = conn.session
     with conn.lock:
-        names = list(conn.session.services) + [SERVER]
+        session.collect = bool(flags.get("follow"))
+        names = list(session.services) + [SERVER]
     width = 0 if args else max(map(len, names))
     first = conn.query("get_logs", {**scope, "limit": max(count, 1)} if count is not None else scope)
     entries = _entries(first)
@@ -271,23 +290,36 @@ def cmd_logs(conn, flags, args):
         return 0
     while True:
         with conn.lock:
-            seen = conn.session.logs + conn.session.opened
-        entries = _fetch_after(conn, scope, last) if conn.transport.ready else None
-        if entries:
-            _print_entries(entries, width)
-            last = entries[-1].seq
-        # A live line, or a new session after a drop (then the fetch failed), wakes it.
-        with conn.lock:
-            conn.transport.wait_for(
-                lambda: conn.session.logs + conn.session.opened != seen, None)
+            conn.transport.wait_for(lambda: session.live or session.gap, None)
+            live, session.live = session.live, []
+            gap, session.gap = session.gap, False
+            ready = conn.transport.ready
+        if gap:
+            fetched = _fetch_after(conn, scope, last) if ready else None
+            if fetched is None:
+                # Lost with the session (its next opening sets gap) or timed out: the
+                # live entries past the hole wait for the next fetch.
+                with conn.lock:
+                    session.gap = session.gap or conn.transport.ready
+                continue
+            _print_entries(fetched, width)
+            last = fetched[-1].seq if fetched else last
+        fresh = sorted((e for e in live if e.seq > last and (not scope or e.service == args[0])),
+                       key=lambda e: e.seq)
+        if fresh:
+            _print_entries(fresh, width)
+            last = fresh[-1].seq
 
 
 def _fetch_after(conn, scope, last):
-    """Every entry after seq `last`, ascending; None when the session failed meanwhile.
-    A reply cut by the server's limit is completed by pages back (before_seq)."""
+    """Every entry after seq `last`, ascending; None when the session was lost or the
+    reply late; Failure when the server refuses (the service is gone). A reply cut by
+    the server's limit is completed by pages back (before_seq)."""
     reply = conn.call("get_logs", {**scope, "after_seq": last}, QUERY_TIMEOUT)
     if not reply.ok:
-        return None
+        if reply.code in ("disconnected", "timeout"):
+            return None
+        raise Failure(f"get_logs: {reply.describe()}")
     data = reply.data if isinstance(reply.data, dict) else {}
     pages = [_entries(data)]
     while data.get("truncated") is True and pages[0]:

@@ -9,6 +9,7 @@ JSON is written with ASCII escapes, so its length in characters is its length in
 import datetime
 import re
 import time
+from functools import lru_cache
 from itertools import groupby
 from json.encoder import encode_basestring_ascii as quote
 from operator import itemgetter
@@ -51,6 +52,7 @@ def format_timestamp(epoch_seconds):
     return f"{head}.{millis:03d}{offset}"
 
 
+@lru_cache(maxsize=4096)
 def clock_time(timestamp):
     """`HH:MM:SS.mmm` in local time of an RFC 3339 timestamp; dashes when it is not one."""
     text = re.sub(r"(\.\d{6})\d+", r"\1", timestamp.strip().replace("z", "Z"))

@@ -422,6 +422,29 @@ def test_v1_wait_follows_status_events_and_blocked_lines(fake, tmp_path):
             waiter.kill()
 
 
+def test_logs_follow_fetches_what_the_live_stream_skipped(fake, tmp_path):
+    follower = subprocess.Popen([PY, TUI, "-addr", fake.addr, "-token", "secret", "logs", "-f"],
+                                cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(follower.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: fake.connections, message="the follower's session")
+        fake.add_log("api", "one")
+        wait_until(lambda: messages(lines) == ["one"], message="the first line")
+        fake.add_log("db", "two", broadcast=False)   # dropped by the server
+        fake.add_log("api", "three")
+        wait_until(lambda: len(messages(lines)) >= 3, message="the skipped line fetched")
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(30) == 0
+        reader.join(10)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert messages(lines) == ["one", "two", "three"]
+    assert [LOG_LINE.match(line).group(1) for line in lines] == ["api", "db", "api"]
+
+
 def test_v1_reload_is_not_supported(fake):
     def refuse(conn, message):
         if message["name"] != "reload_config":
