@@ -16,8 +16,7 @@ from .config import ConfigError
 from .connect import DEFAULT_ADDR, FLAG_VALUES, resolve
 from .entry import SERVER, clock_time, entry_from_dict
 from .flags import UsageError, parse, report
-from .transport import (CONNECTING, FORBIDDEN, INCOMPATIBLE, UNAUTHORIZED, UNREACHABLE,
-                        Transport)
+from .transport import CONNECTING, FORBIDDEN, INCOMPATIBLE, UNAUTHORIZED, Transport
 
 PROGRAM = "flowlayer-ctl"
 ACTION_TIMEOUT = 7 * 24 * 3600.0   # a start waits on readiness, which has no timeout
