@@ -64,6 +64,10 @@ def _get_snapshot(server, id, args):
     return lambda: protocol.encode(protocol.result_ok(id, {"services": server.runtime.snapshot()}))
 
 
+def _get_services(server, id, args):
+    return lambda: protocol.encode(protocol.result_ok(id, server.runtime.describe()))
+
+
 def _get_logs(server, id, args):
     def work():
         limit = args["limit"] or server.config.log_limit(args["service"])
@@ -115,6 +119,8 @@ TABLE = {   # the seven V1 commands first, in their order (SPEC 5.4 hello)
                            inline=False),
     "start_all": Row(_no_args, _runtime(lambda rt: rt.claim_start_all()), inline=False),
     "stop_all": Row(_no_args, _runtime(lambda rt: rt.claim_stop_all()), inline=False),
+    # Ext (SPEC 6.4), after the V1 names
+    "get_services": Row(_no_args, _get_services, inline=True),
     "reload_config": Row(_no_args, _reload_config, inline=False),
 }
 NAMES = tuple(TABLE)

@@ -16,6 +16,7 @@ from .entry import SERVER
 from .plan import find_cycle, plan_waves
 
 DEFAULT_BUFFER_SIZE = 5000
+DISCOVERY = ("flowlayer.jsonc", "flowlayer.json", "flowlayer.config.jsonc", "flowlayer.config.json")
 
 _TOP_KEYS = ("session", "logs", "logView", "services", "$schema")
 _SESSION_KEYS = ("bind", "token", "addr")
@@ -66,6 +67,7 @@ class Config:
     log_view_all_max: int | None
     services: MappingProxyType  # name -> ServiceConfig, sorted by name
     waves: tuple
+    addr: str | None = None  # the client's field: the server only mentions it at boot
 
     def log_limit(self, service=None):
         """The `get_logs` limit when the request gives none (SPEC 4.3)."""
@@ -84,6 +86,14 @@ def load(path):
         return _build(document.file, document.value)
     except _Invalid as invalid:
         raise ConfigError(document.error(invalid.path, invalid.message, invalid.at)) from None
+
+
+def discover(directory=""):
+    """The config file found in `directory` as the server looks for one (SPEC 1.1): the
+    first of DISCOVERY that is a file, or None; "" is the current directory (the name is
+    returned as is, as the server always did). The client looks the same way."""
+    found = (os.path.join(directory, name) for name in DISCOVERY)
+    return next((path for path in found if os.path.isfile(path)), None)
 
 
 def read_jsonc(path):
@@ -346,7 +356,7 @@ def _build(file, data):
     session = _get(top, "session", (), lambda v, p: _object(v, p, _SESSION_KEYS), {})
     bind = _get(session, "bind", ("session",), _bind)
     token = _get(session, "token", ("session",), _string)
-    _get(session, "addr", ("session",), lambda v, p: _string(v, p, empty_ok=True))
+    addr = _get(session, "addr", ("session",), lambda v, p: _string(v, p, empty_ok=True))
     logs = _get(top, "logs", (), lambda v, p: _object(v, p, _LOGS_KEYS), {})
     logs_dir = _get(logs, "dir", ("logs",), lambda v, p: _path(v, p, base))
     buffer_size = _get(logs, "bufferSize", ("logs",), _positive, DEFAULT_BUFFER_SIZE)
@@ -374,4 +384,5 @@ def _build(file, data):
         log_view_all_max=log_view_all_max,
         services=MappingProxyType({name: services[name] for name in sorted(services)}),
         waves=tuple(tuple(wave) for wave in plan_waves(dependencies)),
+        addr=addr,
     )

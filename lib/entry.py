@@ -6,7 +6,10 @@ The encoders build the JSON by hand: the entries of one captured chunk share ser
 phase, stream and timestamp, so those are encoded once per chunk rather than per line.
 JSON is written with ASCII escapes, so its length in characters is its length in bytes.
 """
+import datetime
+import re
 import time
+from functools import lru_cache
 from itertools import groupby
 from json.encoder import encode_basestring_ascii as quote
 from operator import itemgetter
@@ -47,6 +50,19 @@ def format_timestamp(epoch_seconds):
         offset = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
         _stamp_cache = (second, head, offset)
     return f"{head}.{millis:03d}{offset}"
+
+
+@lru_cache(maxsize=4096)
+def clock_time(timestamp):
+    """`HH:MM:SS.mmm` in local time of an RFC 3339 timestamp; dashes when it is not one."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", timestamp.strip().replace("z", "Z"))
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return "--:--:--.---"
+    if moment.tzinfo is not None:
+        moment = moment.astimezone()
+    return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
 # Separators of the two forms: (after a key, between members).

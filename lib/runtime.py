@@ -33,6 +33,8 @@ Reloaded = namedtuple("Reloaded", "ok data message")
 Reloaded.__doc__ = "A reload's end: the result data, or the config error as the CLI prints it."
 Outcome = namedtuple("Outcome", "ok failed_services message")
 OK = Outcome(True, [], "")
+Startup = namedtuple("Startup", "state summary")
+IDLE = Startup("idle", None)
 
 
 class CommandRefused(Exception):
@@ -83,6 +85,8 @@ class Runtime:
         self._all_op = None           # the running boot or start_all
         self._stop_all_running = False
         self._reload_op = None        # the running reload
+        self._stop_all_ran = False    # a stop_all or shutdown was ever accepted
+        self._last_start = None       # Startup of the last finished boot or start_all
         self._shutting_down = False
         self._helpers = set()         # stopCmd processes, for a forced kill
 
@@ -113,6 +117,22 @@ class Runtime:
 
     def status(self, name):
         return self._services[name].status
+
+    def describe(self):
+        """The data of get_services (SPEC 6.4): every service's details, and the startup."""
+        with self._lock:
+            services = [_details(svc) for _, svc in sorted(self._services.items())]
+            return {"services": services, "startup": self._startup_locked()._asdict()}
+
+    def _startup_locked(self):
+        """booting while a boot or start_all runs (cancelled once a stop cut it short),
+        then how the last one ended; idle before any boot, start_all or stop_all."""
+        op = self._all_op
+        if op is not None:
+            return Startup("cancelled" if op.cancelled else "booting", None)
+        if self._last_start is not None:
+            return self._last_start
+        return Startup("done", None) if self._stop_all_ran else IDLE
 
     def subscribe(self, callback):
         """Register `callback(event)`, a StatusEvent or (after a reload) a Reconfigured;
@@ -160,7 +180,7 @@ class Runtime:
                 raise ServiceBusy("a reload is running")
             if self._stop_all_running or self._shutting_down:
                 raise ServiceBusy("stop_all is already running")
-            self._stop_all_running = True
+            self._stop_all_running = self._stop_all_ran = True
             if self._all_op is not None:
                 self._all_op.cancelled = True
         return self._stop_all
@@ -207,25 +227,22 @@ class Runtime:
 
     def boot(self):
         """start_all as the boot, with the startup summary line of SPEC 1.3."""
-        started = time.monotonic()
         try:
             op = self._claim_all()
         except ServiceBusy:       # a shutdown began before the boot did
-            results, cancelled = {}, True
+            results = {}
+            with self._lock:
+                self._last_start = self._summarise(results, True, time.monotonic())
         else:
             results = self._run_all(op)
-            cancelled = op.cancelled
-        with self._lock:
-            statuses = {name: svc.status for name, svc in self._services.items()}
-        self.store.append_server(
-            boot_summary(results, statuses, cancelled, time.monotonic() - started))
+        self.store.append_server(f"boot: {self._last_start.summary}")
         return self._outcome(results)
 
     def shutdown(self):
         """Stop everything in reverse waves and refuse any further start."""
         with self._locked():
             self._shutting_down = True
-            self._stop_all_running = True
+            self._stop_all_running = self._stop_all_ran = True
             for op in (self._all_op, self._reload_op):
                 if op is not None:
                     op.cancelled = True
@@ -265,12 +282,22 @@ class Runtime:
                 svc.release_stop()
 
     def _run_all(self, op):
-        """The waves of a start_all; returns {name: ok|failed|blocked}."""
+        """The waves of a start_all; returns {name: ok|failed|blocked}. How it ended is
+        kept (with its summary line) for get_services."""
+        started, results = time.monotonic(), {}
         try:
-            return self._start_waves(set(self._services), op)
+            results = self._start_waves(set(self._services), op)
+            return results
         finally:
             with self._locked():
                 self._all_op = None
+                self._last_start = self._summarise(results, op.cancelled, started)
+
+    def _summarise(self, results, cancelled, started):
+        """The Startup of a finished boot or start_all (lock held)."""
+        statuses = {name: svc.status for name, svc in self._services.items()}
+        summary = boot_summary(results, statuses, cancelled, time.monotonic() - started)
+        return Startup("cancelled" if cancelled else "done", summary)
 
     def _stop_all(self):
         try:
@@ -525,13 +552,16 @@ class Runtime:
         """A lifecycle line of `svc`, with the lock held so that it is in order with the
         status changes around it (the store's lock comes after ours)."""
         self.store.append(svc.name, "system", [message], svc.status)
+        svc.noted(message)
 
     def _announce(self, svc):
         """Broadcast `svc`'s new status; called by its transitions, with the lock held.
         A subscriber that raises is reported once and never stops the others."""
         now = max(time.time(), self._last_time)
         self._last_time = now
-        self._broadcast(StatusEvent(svc.name, svc.status, format_timestamp(now)))
+        event = StatusEvent(svc.name, svc.status, format_timestamp(now))
+        svc.since = event.timestamp
+        self._broadcast(event)
 
     def _broadcast(self, event):
         """Hand one event to every subscriber, with the lock held."""
@@ -542,3 +572,14 @@ class Runtime:
                 if token not in self._broken:
                     self._broken.add(token)
                     self._reports.append(f"status subscriber {callback!r} failed: {exc!r}")
+
+
+def _details(svc):
+    """One service of get_services (lock held). The probe type is read defensively, so a
+    readiness type added to the config shows as it is named there."""
+    cfg = svc.cfg
+    return {"name": svc.name, "status": svc.status, "kind": cfg.kind,
+            "probe": getattr(cfg.ready, "type", None) or "none", "port": cfg.port,
+            "dependsOn": list(cfg.depends_on), "satisfied": svc.satisfied, "pid": svc.pid,
+            "exit_code": svc.exit_code, "reason": svc.reason, "since": svc.since,
+            "cmd": list(cfg.cmd)}

@@ -10,15 +10,13 @@ import time
 import uuid
 
 from . import __version__
-from .config import ConfigError, load, parse_bind
+from .config import ConfigError, discover, load, parse_bind
 from .echo import Echo
 from .flags import UsageError, parse, report
 from .guardian import Guardian
 from .logstore import LogStore
 from .process import become_subreaper, start_reaper
 from .runtime import Reconfigured, Runtime, ServiceBusy
-
-DISCOVERY = ("flowlayer.jsonc", "flowlayer.json", "flowlayer.config.jsonc", "flowlayer.config.json")
 
 HELP = """\
 Usage: flowlayer-server [-c PATH | --config PATH | PATH] [-s BIND] [-token TOKEN] [--no-color]
@@ -115,7 +113,7 @@ def find_config(flags, positionals):
         return flags["config"]
     if positionals:
         return positionals[0]
-    return next((name for name in DISCOVERY if os.path.isfile(name)), None)
+    return discover()
 
 
 def use_color(flags):
@@ -158,6 +156,11 @@ def serve(config, bind, token, color):
             session = start_session(runtime, store, config, bind, token)
             say(f"boot: session api: {session.url}")
             echo.say(f"boot: session token: {token}")
+        else:
+            say("boot: session api: off (no session.bind and no -s)")
+            if config.addr is not None:
+                say("boot: session.addr is the client's field (where tui.py connects); "
+                    "session.bind enables the session API")
         wait_for_signal(runtime, signals)
     finally:
         guardian.close()

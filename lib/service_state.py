@@ -64,6 +64,8 @@ class ServiceState:
         self.stop_cmd_due = False     # a oneshot's stopCmd has not run since it started
         self.start_claims = 0         # start/restart commands accepted and not finished
         self.stop_claimed = False     # a stop_service accepted and not finished
+        self.reason = None            # last failed_start/blocked line of the current run
+        self.since = None             # timestamp of the last status change
 
     # ---- what holds now -----------------------------------------------------------
 
@@ -93,6 +95,19 @@ class ServiceState:
         if self.status == "ready":
             return True
         return self.status == "running" and self.cfg.ready is None
+
+    @property
+    def pid(self):
+        """The pid of the current run's process while it has not exited, else None."""
+        run = self.run
+        if run is None or run.process is None or run.exited:
+            return None
+        return run.process.pid
+
+    @property
+    def exit_code(self):
+        """The exit code of the current run (negative: killed by that signal), or None."""
+        return None if self.run is None else self.run.exit_code
 
     @property
     def start_busy(self):
@@ -132,6 +147,7 @@ class ServiceState:
         """`starting`, with a new run; returns it."""
         assert not self.alive and self.status != "stopping"
         self.run = Run()
+        self.reason = None
         self.exit_ok = False
         self.stop_cmd_due = self.cfg.kind == "oneshot" and self.cfg.stop_cmd is not None
         self._to("starting")
@@ -227,6 +243,12 @@ class ServiceState:
     def stopped(self):
         assert self.status == "stopping"
         self._to("stopped")
+
+    def noted(self, message):
+        """A lifecycle line of this service was written: a failure line is the reason its
+        current run (or its wave) did not come up."""
+        if message.startswith(("failed_start:", "blocked:")):
+            self.reason = message
 
     # ---- a reload -----------------------------------------------------------------
 

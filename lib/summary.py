@@ -25,6 +25,6 @@ def boot_summary(results, statuses, cancelled, elapsed):
         word = "startup incomplete"
     else:
         word = "startup ok"
-    return (f"boot: {word}: {counts['running']} running, {counts['done']} done, "
+    return (f"{word}: {counts['running']} running, {counts['done']} done, "
             f"{counts['failed_start']} failed_start, {counts['blocked']} blocked "
             f"({elapsed:.2f}s)")

@@ -6,16 +6,14 @@ times a second and redraws when the model's version changed, at most once per fr
 at once after a key.
 """
 import curses
-import datetime
 import locale
-import re
 import time
 from bisect import bisect_left
 from functools import lru_cache
 
 from . import ansi
 from .ansi import char_width, text_width
-from .entry import SERVER
+from .entry import SERVER, clock_time
 from .log_feed import ALL
 from .transport import (CONNECTED, CONNECTING, FORBIDDEN, INCOMPATIBLE, RECONNECTING,
                         UNAUTHORIZED, UNREACHABLE)
@@ -120,18 +118,6 @@ def clip(text, width):
 
 
 @lru_cache(maxsize=4096)
-def format_time(timestamp):
-    """`HH:MM:SS.mmm` in local time from an RFC 3339 timestamp (any precision)."""
-    text = re.sub(r"(\.\d{6})\d+", r"\1", timestamp.strip().replace("z", "Z"))
-    try:
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return "--:--:--.---"
-    if moment.tzinfo is not None:
-        moment = moment.astimezone()
-    return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
-
-
 # ---- what the keys mean ---------------------------------------------------------------------
 
 def service_actions(status):
@@ -214,7 +200,7 @@ def details_lines(name, status, info, supported):
         ("Satisfied", {True: "yes", False: "no"}.get(info.get("satisfied"), "-")),
         ("PID", _shown_value(info.get("pid"))),
         ("Exit code", _shown_value(info.get("exit_code"))),
-        ("Since", format_time(since) if isinstance(since, str) else "-"),
+        ("Since", clock_time(since) if isinstance(since, str) else "-"),
         ("Command", " ".join(map(str, cmd)) if isinstance(cmd, list) else _shown_value(cmd)),
     ]
     return rows
@@ -379,7 +365,7 @@ class LogView:
         mark = STREAM_MARKS.get(entry.stream, "|")
         text_attr = styles.stream(entry.stream)
         attr = styles.palette.attr
-        head = [(format_time(entry.timestamp) + " ", styles.dim)]
+        head = [(clock_time(entry.timestamp) + " ", styles.dim)]
         if service_width:
             head.append((clip(entry.service, service_width).ljust(service_width) + " ", 0))
         head.append((mark + " ", text_attr | (curses.A_BOLD if entry.stream != "stdout" else 0)))

@@ -27,7 +27,7 @@ LAYERS = {
     "protocol": PROTOCOL,
     "commands": SERVER, "session": SERVER, "echo": SERVER, "server_cli": SERVER,
     "transport": CLIENT, "log_feed": CLIENT, "ansi": CLIENT, "client": CLIENT, "tui_app": CLIENT,
-    "tui_cli": CLIENT,
+    "tui_cli": CLIENT, "connect": CLIENT, "ctl": CLIENT,
 }
 
 # What a layer may not import: a layer name, or a module name.

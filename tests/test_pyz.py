@@ -141,6 +141,15 @@ def test_the_example_stack_runs_from_the_pyz_and_leaves_nothing(pyz, tmp_path):
                     and pyz in args[2] and "guardian import main" in args[2]]
         assert len(guardian) == 1, commands
 
+        # The one-shot commands from the same file: status of the whole stack.
+        status = bare(pyz, "tui", "status", "-addr", f"127.0.0.1:{port}", "-token", "dev-token")
+        assert status.returncode == 0 and status.stderr == "", status.stderr
+        rows = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()[1:-1]}
+        assert rows == {"api": "ready", "broker": "ready", "cache": "ready", "db": "ready",
+                        "gateway": "ready", "notifier": "stopped", "scheduler": "running",
+                        "worker": "running"}, status.stdout
+        assert status.stdout.splitlines()[-1].startswith("startup ok: 7 running, 1 done")
+
         # The client from the same file (program "-I", then "-S": the bare interpreter's flags).
         client = Tui(["-S", pyz, "tui", "-addr", f"127.0.0.1:{port}", "-token", "dev-token"], program="-I")
         client.wait_for("Connected")

@@ -341,13 +341,13 @@ def test_a_raising_status_subscriber_is_reported_once_and_stops_nothing(stack):
 # ---- the boot summary, as a pure function ------------------------------------------------
 
 @pytest.mark.parametrize("results, statuses, cancelled, line", [
-    ({}, {}, False, "boot: startup ok: 0 running, 0 done, 0 failed_start, 0 blocked (1.50s)"),
+    ({}, {}, False, "startup ok: 0 running, 0 done, 0 failed_start, 0 blocked (1.50s)"),
     ({"a": "ok", "b": "ok", "c": "ok"}, {"a": "running", "b": "ready", "c": "stopped"}, False,
-     "boot: startup ok: 2 running, 1 done, 0 failed_start, 0 blocked (1.50s)"),
+     "startup ok: 2 running, 1 done, 0 failed_start, 0 blocked (1.50s)"),
     ({"a": "ok", "b": "failed", "c": "blocked"}, {"a": "failed", "b": "failed", "c": "unknown"},
-     False, "boot: startup incomplete: 0 running, 0 done, 2 failed_start, 1 blocked (1.50s)"),
+     False, "startup incomplete: 0 running, 0 done, 2 failed_start, 1 blocked (1.50s)"),
     ({"a": "ok", "b": "failed"}, {"a": "ready", "b": "stopped"}, True,
-     "boot: startup cancelled: 1 running, 0 done, 1 failed_start, 0 blocked (1.50s)"),
+     "startup cancelled: 1 running, 0 done, 1 failed_start, 0 blocked (1.50s)"),
 ])
 def test_boot_summary_line(results, statuses, cancelled, line):
     assert boot_summary(results, statuses, cancelled, 1.5) == line

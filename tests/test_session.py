@@ -16,12 +16,13 @@ import pytest
 import websocket
 
 from conftest import wait_until, write_config
-from wsraw import RawClient
+from lib import commands
 from lib import session as session_module
 from lib.config import load
 from lib.logstore import LogEntry, LogStore, chunk_bytes, format_timestamp
 from lib.runtime import Outcome, ServiceBusy, StatusEvent, UnknownService
 from lib.session import SessionServer
+from wsraw import RawClient
 
 TOKEN = "s3cret-token"
 SERVICE_COMMANDS = ("start_service", "stop_service", "restart_service")
@@ -297,9 +298,10 @@ def test_hello_then_snapshot(env):
     env.runtime.statuses["db"] = "ready"
     client = env.client()
     assert client.hello == {"type": "event", "name": "hello", "payload": {
-        "protocol_version": 1, "server": "flowlayer",
-        "capabilities": ["get_snapshot", "get_logs", "start_service", "stop_service",
-                         "restart_service", "start_all", "stop_all", "reload_config"]}}
+        "protocol_version": 1, "server": "flowlayer", "capabilities": list(commands.NAMES)}}
+    assert commands.NAMES[:7] == ("get_snapshot", "get_logs", "start_service", "stop_service",
+                                  "restart_service", "start_all", "stop_all")
+    assert {"get_services", "reload_config"} <= set(commands.NAMES[7:])
     assert client.snapshot == {"type": "event", "name": "snapshot", "payload": {"services": [
         {"name": "api", "status": "unknown"}, {"name": "db", "status": "ready"},
         {"name": "web", "status": "unknown"}]}}

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from conftest import PY, ROOT, free_port, wait_until, write_config
 from fake_v1_server import WITH_GET_SERVICES, FakeV1Server
 from lib import tui_cli
-from lib.entry import LogEntry
+from lib.entry import LogEntry, clock_time
 from lib.log_feed import LogBuffer
-from lib.tui_app import (HELP_KEYS, LogView, details_lines, format_time, pick_hints,
+from lib.tui_app import (HELP_KEYS, LogView, details_lines, pick_hints,
                          scroll_position, service_actions, wrap)
 from tui_helpers import Server, Tui, stack_config
 
@@ -330,7 +330,7 @@ def test_version_and_help():
 
 @pytest.mark.parametrize("args, message", [
     (("-v",), "flag provided but not defined: -v"),
-    (("extra",), "unexpected argument: extra"),
+    (("extra",), "unknown command: extra"),
     (("-addr",), "flag needs an argument"),
     (("-addr", "nowhere"), "-addr: invalid address"),
 ])
@@ -379,10 +379,10 @@ def test_text_is_wrapped_by_cells():
 
 def test_times_show_local_milliseconds():
     moment = datetime.datetime(2026, 3, 4, 10, 30, 0, 123456).astimezone()
-    assert format_time(moment.isoformat(timespec="milliseconds")) == "10:30:00.123"
+    assert clock_time(moment.isoformat(timespec="milliseconds")) == "10:30:00.123"
     utc = moment.astimezone(datetime.timezone.utc)
-    assert format_time(utc.strftime("%Y-%m-%dT%H:%M:%S.123456789Z")) == "10:30:00.123"
-    assert format_time("yesterday") == "--:--:--.---"
+    assert clock_time(utc.strftime("%Y-%m-%dT%H:%M:%S.123456789Z")) == "10:30:00.123"
+    assert clock_time("yesterday") == "--:--:--.---"
 
 
 def test_actions_follow_the_status():
