@@ -232,8 +232,11 @@ class FakeV1Server:
         elif name == "stop_service":
             self.set_status(payload["service"], "stopped")
             self.reply(conn, message)
-        else:
+        elif name in ("start_all", "stop_all"):
             self.reply(conn, message)
+        else:  # as a V1 server answers a command it does not have (SPEC 5.3)
+            self.reply(conn, message, accepted=False, error={
+                "code": "unknown_command", "message": f"unknown command {name!r}"})
 
 
 def _read_frames(sock):

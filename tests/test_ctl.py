@@ -11,7 +11,7 @@ import pytest
 from conftest import (PY, ROOT, SESSION_TOKEN, ServerProcess, free_port, py_cmd, wait_until,
                       write_config)
 from fake_v1_server import FakeV1Server
-from lib import commands, connect
+from lib import connect
 from tui_helpers import Tui
 
 TUI = os.path.join(ROOT, "tui.py")
@@ -122,12 +122,10 @@ def test_start_all_and_stop_all(stack):
 
 def test_reload(stack):
     out = stack.run("reload")
-    if "reload_config" in commands.NAMES:
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.splitlines()[0].startswith("added: ")
-    else:
-        assert (out.returncode, out.stderr) == (
-            1, "Error: the server does not support reload (it has no reload_config command)\n")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:3] == ["added: -", "removed: -", "changed: -"], lines
+    assert lines[3].startswith("unchanged: ") and "seed" in lines[3]
 
 
 def test_logs(stack):
@@ -396,6 +394,12 @@ def test_v1_status_from_the_snapshot(fake):
         "api": "running", "db": "ready", "web": "unknown"}
     assert rows["api"]["PID"] == rows["api"]["REASON"] == "-"
     assert "no get_services" in out.stderr and "`running` may still wait for a probe" in out.stderr
+
+
+def test_v1_server_without_reload(fake):
+    out = fake.run("reload")
+    assert (out.returncode, out.stderr) == (
+        1, "Error: the server does not support reload (it has no reload_config command)\n")
 
 
 def test_v1_wait_says_what_it_cannot_be_sure_of(fake):
