@@ -453,8 +453,11 @@ class _Connection:
             self._in_worker(id, work)
 
     def _in_worker(self, id, work):
-        """Run `work` (which returns the result's JSON text) on its own thread."""
+        """Run `work` (which returns the result's JSON text) on its own thread; a command
+        still waiting to run when its connection is cut is left undone."""
         def run():
+            if self._aborted:
+                return
             try:
                 text = work()
             except Exception as exc:   # a bug must still answer the command
