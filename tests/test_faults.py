@@ -87,7 +87,7 @@ def test_service_that_closes_stdout_keeps_running(stack):
     s = stack({"app": {"cmd": py_cmd(code)}})
     s.runtime.claim_start("app")()
     wait_until(lambda: "still here" in s.lines("app", "stderr"), message="stderr after closing stdout")
-    assert "bye stdout" in s.lines("app", "stdout")
+    wait_until(lambda: "bye stdout" in s.lines("app", "stdout"), message="stdout before it closed")
     assert s.runtime.status("app") == "running"
     assert s.runtime.claim_stop("app")().ok
     assert s.runtime.status("app") == "stopped"
