@@ -6,14 +6,14 @@ Anywhere the OS does not tell (another platform, a process of another user), the
 is None and the message names just the port."""
 import os
 
-TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
-LISTEN = "0A"  # socket state in the tables
+from .listening import proc_listeners
+
 MAX_COMMAND = 200  # characters of the command line kept in a message
 
 
 def port_holder(port, proc="/proc"):
     """`pid 4242: node server.js` for the process listening on `port`, or None."""
-    inodes = _listening_inodes(port, proc)
+    inodes = {inode for listening, inode in proc_listeners(proc) if listening == port} - {"0"}
     if not inodes:
         return None
     links = {f"socket:[{inode}]" for inode in inodes}
@@ -31,24 +31,6 @@ def port_holder(port, proc="/proc"):
 def in_use_reason(port, holder):
     """The failed_start reason for a port in use, naming its holder when known."""
     return f"port {port} is already in use" + (f" ({holder})" if holder else "")
-
-
-def _listening_inodes(port, proc):
-    inodes = set()
-    for table in TABLES:
-        try:
-            with open(table.replace("/proc", proc, 1), encoding="ascii", errors="replace") as f:
-                next(f, None)  # the header line
-                for line in f:
-                    fields = line.split()
-                    # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-                    if len(fields) > 9 and fields[3] == LISTEN \
-                            and int(fields[1].rpartition(":")[2], 16) == port:
-                        inodes.add(fields[9])
-        except (OSError, ValueError):
-            continue
-    inodes.discard("0")
-    return inodes
 
 
 def _command(proc, pid):
