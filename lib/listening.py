@@ -44,13 +44,17 @@ class ListenTable:
     """The set of TCP ports something listens on, by netlink where the kernel allows it,
     else from /proc. Not thread-safe: one reader thread owns it."""
 
-    def __init__(self, proc="/proc"):
+    def __init__(self, proc="/proc", netlink=True):
+        """`netlink=False` reads /proc only (to compare the two)."""
         self._proc = proc
         self._sequence = 0
+        self._netlink = None
         try:
-            self._netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
-            self._netlink.settimeout(1.0)
-            self._dump(socket.AF_INET)  # refused here rather than at the first real read
+            if netlink:
+                self._netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM,
+                                              NETLINK_SOCK_DIAG)
+                self._netlink.settimeout(1.0)
+                self._dump(socket.AF_INET)  # refused here rather than at the first real read
         except (OSError, AttributeError):  # no netlink (not Linux, sandbox, seccomp)
             self.close()
             self._netlink = None
@@ -66,9 +70,8 @@ class ListenTable:
         raise OSError("no table of listening sockets on this system")
 
     def close(self):
-        netlink = getattr(self, "_netlink", None)
-        if netlink:
-            netlink.close()
+        if self._netlink:
+            self._netlink.close()
 
     def _dump(self, family):
         self._sequence += 1

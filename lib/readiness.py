@@ -6,8 +6,9 @@ ReadinessWatcher reads the kernel's table of listening sockets (lib/listening.py
 few milliseconds while probes are pending, whatever their number, and wakes a probe the
 moment its port enters LISTEN; the probe then runs its real check (http keeps its meaning,
 status 200..399). Each probe also keeps polling on the schedule of SPEC 3.3 (10 ms
-doubling to 200 ms), so it works without the table, for a url on another host, and for an
-http service that listens before it answers 200."""
+doubling to 200 ms; to 1 s while the watcher watches its port, as a safety net), so it
+works without the table, for a url on another host, and for an http service that listens
+before it answers 200 (once woken by its port, a probe polls on the SPEC 3.3 schedule)."""
 import math
 import os
 import re
@@ -22,7 +23,8 @@ from .listening import ListenTable
 
 WAITING_EVERY = 5.0  # seconds between `waiting for ready` lines
 SCAN_PERIOD = 0.002  # seconds between reads of the listen table, at the least
-SCAN_BUDGET = 0.03  # share of one core the reads may take; a costly table is read less often
+SCAN_BUDGET = 0.02  # share of one core the reads may take; a costly table is read less often
+WATCHED_MAX_DELAY = 1.0  # polling spacing, at most, while the watcher watches the port
 EXEC_ATTEMPT_LIMIT = 5.0  # seconds an exec probe's command may run
 EXEC_INTERVAL = 0.25  # default seconds between exec attempts
 EXEC_POLL = 0.05  # how often a running exec attempt looks at its cancel event
@@ -237,7 +239,7 @@ class ReadinessWatcher:
                     delay = probes.FIRST_DELAY
                 now = time.monotonic()
                 due = now + (probe.interval or delay)
-                delay = min(delay * 2, probes.MAX_DELAY)
+                delay = min(delay * 2, WATCHED_MAX_DELAY if watched else probes.MAX_DELAY)
                 while now < due and not wake.is_set():
                     if now >= deadline:
                         return Waited("timeout", last)

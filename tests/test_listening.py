@@ -16,7 +16,15 @@ def table():
     table.close()
 
 
-def test_a_listening_socket_is_seen_and_a_bound_one_is_not(table):
+@pytest.fixture(params=[True, False], ids=["netlink", "proc"])
+def any_table(request):
+    table = ListenTable(netlink=request.param)
+    yield table
+    table.close()
+
+
+def test_a_listening_socket_is_seen_and_a_bound_one_is_not(any_table):
+    table = any_table
     assert table.source in ("netlink", "proc")
     with socket.socket() as listening, socket.socket() as bound:
         listening.bind(("127.0.0.1", 0))
@@ -57,12 +65,9 @@ def test_proc_fallback_and_no_table(tmp_path):
         "   0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1\n"
         "   1: 0100007F:0BB9 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 4243 1\n")
     assert list(proc_listeners(str(tmp_path))) == [(3000, "4242")]
-    table = ListenTable(proc=str(tmp_path))
-    table._netlink = None  # as where netlink is refused
-    table.source = "proc"
-    assert table.ports() == {3000}
-    empty = ListenTable(proc=str(tmp_path / "nothing"))
-    empty._netlink = None
-    empty.source = None
+    table = ListenTable(proc=str(tmp_path), netlink=False)  # as where netlink is refused
+    assert (table.source, table.ports()) == ("proc", {3000})
+    empty = ListenTable(proc=str(tmp_path / "nothing"), netlink=False)
+    assert empty.source is None
     with pytest.raises(OSError):
         empty.ports()
