@@ -31,7 +31,7 @@ EXEC_POLL = 0.05  # how often a running exec attempt looks at its cancel event
 LOG_INTERVAL = 1.0  # a log probe is woken by its matcher; this is only a safety net
 
 
-class Outcome:
+class Attempt:
     """What one attempt found: truthy when ready; `text` is for the waiting lines."""
     __slots__ = ("ok", "text")
 
@@ -42,11 +42,11 @@ class Outcome:
         return self.ok
 
     def __repr__(self):
-        return f"Outcome({self.ok}, {self.text!r})"
+        return f"Attempt({self.ok}, {self.text!r})"
 
 
 def describe(result):
-    """The text of a check's result: an Outcome's, or a word for a bare bool."""
+    """The text of a check's result: an Attempt's, or a word for a bare bool."""
     return getattr(result, "text", None) or ("ok" if result else "not ready")
 
 
@@ -98,8 +98,8 @@ class LogMatcher:
 
     def outcome(self):
         if self.matched.is_set():
-            return Outcome(True, f"matched: {self.line}")
-        return Outcome(False, "no matching line yet")
+            return Attempt(True, f"matched: {self.line}")
+        return Attempt(False, "no matching line yet")
 
 
 def compile_pattern(text):
@@ -111,7 +111,7 @@ def compile_pattern(text):
 
 
 class Probe:
-    """What to wait for: `check()` returns a truthy result when ready (an Outcome, or a
+    """What to wait for: `check()` returns a truthy result when ready (an Attempt, or a
     bool); `target` names it in the waiting lines; `port` (> 0) lets the watcher fire the
     check when that port listens; `interval` fixes the spacing of attempts (None: the
     doubling schedule); `matcher` wakes the wait at its match."""
@@ -155,7 +155,7 @@ def exec_attempt(argv, env=None, cwd=None, cancel=None, limit=EXEC_ATTEMPT_LIMIT
                                 stderr=subprocess.DEVNULL, start_new_session=True)
     except (OSError, ValueError) as error:
         reason = getattr(error, "strerror", None) or str(error)
-        return Outcome(False, f"cannot run {argv[0]}: {reason.lower()}")
+        return Attempt(False, f"cannot run {argv[0]}: {reason.lower()}")
     deadline = time.monotonic() + limit
     code = None
     try:
@@ -171,11 +171,11 @@ def exec_attempt(argv, env=None, cwd=None, cancel=None, limit=EXEC_ATTEMPT_LIMIT
             pass
         proc.wait()
     if code is None:
-        return Outcome(False, "cancelled" if cancel and cancel.is_set()
+        return Attempt(False, "cancelled" if cancel and cancel.is_set()
                        else f"timed out after {limit:g}s")
     if code < 0:
-        return Outcome(False, f"killed by {signal.Signals(-code).name}")
-    return Outcome(code == 0, f"exit code {code}")
+        return Attempt(False, f"killed by {signal.Signals(-code).name}")
+    return Attempt(code == 0, f"exit code {code}")
 
 
 def waiting_line(target, last, elapsed):

@@ -10,7 +10,7 @@ import pytest
 from conftest import PY, free_port, wait_until
 from lib import readiness
 from lib.process import Process
-from lib.readiness import (LogMatcher, Outcome, Probe, ReadinessWatcher, WakingEvent,
+from lib.readiness import (LogMatcher, Attempt, Probe, ReadinessWatcher, WakingEvent,
                            compile_pattern, exec_attempt, exec_probe, http_probe, log_probe,
                            not_ready_reason, tcp_probe, waiting_line)
 
@@ -130,7 +130,7 @@ def test_http_keeps_its_meaning_and_a_listening_503_is_polled_not_spun(watcher):
 
 def test_cancel_ends_the_wait_at_once(watcher):
     cancel = WakingEvent()
-    probe = Probe("tcp 1", lambda: Outcome(False, "connection refused"), interval=60)
+    probe = Probe("tcp 1", lambda: Attempt(False, "connection refused"), interval=60)
     thread, result = wait_in_thread(watcher, probe, cancel)
     wait_until(lambda: thread.is_alive(), message="the wait")
     cancel.set()
@@ -150,7 +150,7 @@ def test_timeout_gives_the_last_outcome(watcher):
 def test_waiting_lines_every_period(watcher, monkeypatch):
     monkeypatch.setattr(readiness, "WAITING_EVERY", 0.2)
     lines = []
-    probe = Probe("tcp 5432", lambda: Outcome(False, "connection refused"))
+    probe = Probe("tcp 5432", lambda: Attempt(False, "connection refused"))
     waited = watcher.wait(probe, WakingEvent(), timeout=0.7, on_waiting=lines.append)
     assert waited.state == "timeout"
     assert len(lines) == 3
