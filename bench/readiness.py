@@ -5,7 +5,7 @@ what probing costs with 20 services waiting (SPEC 6.2).
 
 Services: each round starts K child processes per (kind, delay), tcp and http, delay in
 {0.05, 0.3, 1, 3} s (plus up to 20 ms of jitter, so a poller's phase is random); each binds
-at once, listens after its delay, and writes the moment it began to listen
+at once, listens when its delay has passed after the bench began probing, and writes the moment it began to listen
 (CLOCK_MONOTONIC, shared by all processes). The bench starts one probe per listener
 and records when it returned ready: latency = ready - listen. Designs take turns by round,
 so none slows another:
@@ -63,6 +63,7 @@ for kind, delay in specs:
     server.server_bind()
     servers.append((server, kind, delay + random.uniform(0, 0.02)))
 say({"ports": [s.server_address[1] for s, _, _ in servers]})
+sys.stdin.readline()  # "go": the bench probes from now on, like the runtime after spawn
 began = time.monotonic()
 
 def run(server, kind, delay):
@@ -145,6 +146,9 @@ def one_round(wait, replicas):
                for (kind, _), port in zip(specs, ports)]
     for thread in threads:
         thread.start()
+    for host in hosts:
+        host.stdin.write("go\n")
+        host.stdin.flush()
     for host, port in zip(hosts, ports):
         listened[port] = json.loads(host.stdout.readline())["listen"]
     for thread in threads:
