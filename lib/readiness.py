@@ -127,11 +127,11 @@ def http_probe(url):
         port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
     except ValueError:  # a bad port in the url: the check reports it as not ready
         port = 0
-    return Probe(f"GET {url}", lambda: probes.check_http(url), port)
+    return Probe(f"GET {url}", lambda: Attempt(*probes.http_attempt(url)), port)
 
 
 def tcp_probe(port):
-    return Probe(f"tcp {port}", lambda: probes.check_tcp(port), port)
+    return Probe(f"tcp {port}", lambda: Attempt(*probes.tcp_attempt(port)), port)
 
 
 def exec_probe(argv, env, cwd, cancel, interval=EXEC_INTERVAL):

@@ -142,9 +142,9 @@ def test_cancel_ends_the_wait_at_once(watcher):
 def test_timeout_gives_the_last_outcome(watcher):
     port = free_port()
     waited = watcher.wait(tcp_probe(port), WakingEvent(), timeout=0.3)
-    assert (waited.state, waited.last) == ("timeout", "not ready")
+    assert (waited.state, waited.last) == ("timeout", "connection refused")
     assert not_ready_reason(0.3, f"tcp {port}", waited.last) == \
-        f"not ready after 0.3s (tcp {port} -> not ready)"
+        f"not ready after 0.3s (tcp {port} -> connection refused)"
 
 
 def test_waiting_lines_every_period(watcher, monkeypatch):
