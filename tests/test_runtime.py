@@ -9,7 +9,6 @@ import pytest
 
 from conftest import free_port, py_cmd, wait_until
 from services import HTTP_SERVER, SLEEPER, STUBBORN, TCP_LISTENER
-from lib import runtime as runtime_module
 from lib.runtime import ServiceBusy, UnknownService
 from lib.service_state import ServiceState
 from lib.summary import boot_summary

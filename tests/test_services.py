@@ -328,7 +328,7 @@ def test_ports_in_use_are_listed_before_wave_0_with_their_holder(server, tmp_pat
         assert str(free) not in listed
         assert srv.lines.index(listed) < next(i for i, l in enumerate(srv.lines) if l.startswith("migrate"))
         failed = srv.wait_line("failed_start: port")
-        assert failed.startswith(f"api") and f"failed_start: port {port} is already in use ({holder}" in failed
+        assert failed.startswith("api") and f"failed_start: port {port} is already in use ({holder}" in failed
         assert "1 failed_start" in summary
     assert marker.exists()  # wave 0 still ran: the port fails its own service at its wave
     assert srv.stop() == 0
