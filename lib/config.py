@@ -7,24 +7,34 @@ import difflib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
-from . import jsonc
+from . import dotenv, jsonc
 from .entry import SERVER
 from .plan import find_cycle, plan_waves
+from .readiness import EXEC_INTERVAL, compile_pattern
+from .shell_syntax import shell_warning
 
 DEFAULT_BUFFER_SIZE = 5000
 DISCOVERY = ("flowlayer.jsonc", "flowlayer.json", "flowlayer.config.jsonc", "flowlayer.config.json")
+DEFAULT_STOP_TIMEOUT = 5.0
+MAX_SECONDS = 1e6  # about 11 days: longer waits overflow the platform's timers
 
 _TOP_KEYS = ("session", "logs", "logView", "services", "$schema")
 _SESSION_KEYS = ("bind", "token", "addr")
 _LOGS_KEYS = ("dir", "bufferSize")
 _LOG_VIEW_KEYS = ("maxEntries", "all")
 _MAX_ENTRIES_KEYS = ("maxEntries",)
-_SERVICE_KEYS = ("cmd", "stopCmd", "kind", "port", "ready", "dependsOn", "env", "logView", "cwd")
-_READY_KEYS = {"http": ("type", "url"), "tcp": ("type", "port"), "none": ("type",)}
+_SERVICE_KEYS = ("cmd", "stopCmd", "kind", "port", "ready", "dependsOn", "env", "envFile", "logView", "cwd",
+                 "stopSignal", "stopTimeout")
+_READY_KEYS = {"http": ("type", "url", "timeout"), "tcp": ("type", "port", "timeout"),
+               "exec": ("type", "cmd", "interval", "timeout"), "log": ("type", "pattern", "stream", "timeout"),
+               "none": ("type",)}
+_ALL_READY_KEYS = ("type", "url", "port", "cmd", "interval", "pattern", "stream", "timeout")
+_STREAMS = ("stdout", "stderr", "any")
+STOP_SIGNALS = ("TERM", "INT", "QUIT", "HUP", "USR1", "USR2", "KILL")
 _KINDS = ("daemon", "oneshot")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 MAX_SERVICE_NAME = 200  # characters (ASCII only): <name>.jsonl must fit a 255-byte file name
@@ -37,9 +47,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ReadySpec:
-    type: str  # "http" or "tcp"
+    type: str  # "http", "tcp", "exec" or "log"
     url: str | None  # http only
     port: int  # tcp only: the ready port, or else the service port
+    timeout: float | None = None  # seconds; None: wait for as long as it takes
+    cmd: tuple | None = None  # exec only: argv
+    interval: float = EXEC_INTERVAL  # exec only: seconds between attempts
+    pattern: str | None = None  # log only: a Python regex, checked at load
+    stream: str = "any"  # log only: "stdout", "stderr" or "any"
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,11 @@ class ServiceConfig:
     env: MappingProxyType  # the config's own variables only
     cwd: str | None  # absolute
     log_view_max: int | None
+    env_files: tuple = ()  # absolute paths, in order
+    file_env: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # their variables, read at load, later files win
+    stop_signal: str = "TERM"  # a name of STOP_SIGNALS, without the SIG prefix
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT  # seconds from the stop signal to SIGKILL
+    warnings: tuple = ()  # the shell-syntax warnings of cmd/stopCmd (SPEC 6.1), boot lines
 
 
 @dataclass(frozen=True)
@@ -86,6 +106,8 @@ def load(path):
         return _build(document.file, document.value)
     except _Invalid as invalid:
         raise ConfigError(document.error(invalid.path, invalid.message, invalid.at)) from None
+    except _EnvFileError as error:
+        raise ConfigError(str(error)) from None
 
 
 def discover(directory=""):
@@ -153,6 +175,10 @@ class _Invalid(Exception):
         self.path = path
         self.message = message
         self.at = at
+
+
+class _EnvFileError(Exception):
+    """A bad line in an envFile: the message names that file's line, not the config's."""
 
 
 def _show(value):
@@ -227,6 +253,35 @@ def _choice(value, path, choices):
     return value
 
 
+def _seconds(value, path):
+    """A duration: a number > 0 (integer or not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(path, f"must be a number of seconds, got {_show(value)}")
+    if not 0 < value <= MAX_SECONDS:
+        raise _Invalid(path, f"must be > 0 and at most {MAX_SECONDS:g} seconds, got {_show(value)}")
+    return float(value)
+
+
+def _stop_signal(value, path):
+    """`TERM` for "TERM" or "SIGTERM"."""
+    name = value[3:] if isinstance(value, str) and value.startswith("SIG") else value
+    if name not in STOP_SIGNALS:
+        hint = _suggest(name, STOP_SIGNALS) if isinstance(name, str) else None
+        hint = f" (did you mean {_show(hint)}?)" if hint else ""
+        raise _Invalid(path, f"must be {_alternatives(STOP_SIGNALS)} (a SIG prefix is accepted), "
+                             f"got {_show(value)}{hint}")
+    return name
+
+
+def _pattern(value, path):
+    text = _string(value, path, empty_ok=True)
+    try:
+        compile_pattern(text)
+    except ValueError as error:
+        raise _Invalid(path, str(error)) from None
+    return text
+
+
 def _path(value, path, base):
     return os.path.abspath(os.path.join(base, _string(value, path)))
 
@@ -268,7 +323,7 @@ def _url(value, path):
 
 def _ready(value, path, service_port):
     """ReadySpec, or None for type "none"; a tcp port absent or 0 means the service port."""
-    ready = _object(value, path, ("type", "url", "port"))
+    ready = _object(value, path, _ALL_READY_KEYS)
     if "type" not in ready:
         raise _Invalid(path + ("type",), f"required ({_alternatives(_READY_KEYS)})")
     kind = _choice(ready["type"], path + ("type",), tuple(_READY_KEYS))
@@ -277,14 +332,22 @@ def _ready(value, path, service_port):
             raise _Invalid(path + (key,), f'not allowed when type is "{kind}"', at="key")
     if kind == "none":
         return None
+    timeout = _get(ready, "timeout", path, _seconds)
+    required = {"http": "url", "exec": "cmd", "log": "pattern"}.get(kind)
+    if required and required not in ready:
+        raise _Invalid(path + (required,), f'required when type is "{kind}"')
     if kind == "http":
-        if "url" not in ready:
-            raise _Invalid(path + ("url",), 'required when type is "http"')
-        return ReadySpec("http", _url(ready["url"], path + ("url",)), 0)
+        return ReadySpec("http", _url(ready["url"], path + ("url",)), 0, timeout)
+    if kind == "exec":
+        return ReadySpec("exec", None, 0, timeout, cmd=_argv(ready["cmd"], path + ("cmd",)),
+                         interval=_get(ready, "interval", path, _seconds, EXEC_INTERVAL))
+    if kind == "log":
+        return ReadySpec("log", None, 0, timeout, pattern=_pattern(ready["pattern"], path + ("pattern",)),
+                         stream=_get(ready, "stream", path, lambda v, p: _choice(v, p, _STREAMS), "any"))
     port = _get(ready, "port", path, _port, 0) or service_port
     if not port:
         raise _Invalid(path + ("port",), 'required when type is "tcp" and the service has no port')
-    return ReadySpec("tcp", None, port)
+    return ReadySpec("tcp", None, port, timeout)
 
 
 def _depends_on(value, path, name, names):
@@ -312,6 +375,28 @@ def _env(value, path):
     return MappingProxyType(dict(env))
 
 
+def _env_files(value, path, base):
+    """The envFile paths (absolute) and their variables, read now (SPEC 6.1): a missing
+    file or a bad line is a config error, naming the dotenv file's line where it has one."""
+    if isinstance(value, list):
+        items = [(item, path + (index,)) for index, item in enumerate(value)]
+    elif isinstance(value, str):
+        items = [(value, path)]
+    else:
+        raise _Invalid(path, f"must be a path or an array of paths, got {_show(value)}")
+    files, variables = [], {}
+    for item, item_path in items:
+        file = _path(item, item_path, base)
+        try:
+            variables.update(dotenv.load(file))
+        except dotenv.DotenvError as error:
+            if error.line is None:
+                raise _Invalid(item_path, f"cannot read {file}: {error.reason}") from None
+            raise _EnvFileError(f"{file}:{error.line}: {jsonc.render_path(item_path)}: {error.reason}") from None
+        files.append(file)
+    return tuple(files), MappingProxyType(variables)
+
+
 def _cwd(value, path, base):
     """Checked at load time, so a typo is a config error rather than a failed start."""
     directory = _path(value, path, base)
@@ -335,10 +420,15 @@ def _service(name, value, names, base):
         raise _Invalid(path + ("cmd",), "required")
     port = _get(body, "port", path, _port, 0)
     log_view = _get(body, "logView", path, lambda v, p: _object(v, p, _MAX_ENTRIES_KEYS), {})
+    cmd = _argv(body["cmd"], path + ("cmd",))
+    stop_cmd = _get(body, "stopCmd", path, _argv)
+    env_files, file_env = _get(body, "envFile", path, lambda v, p: _env_files(v, p, base),
+                               ((), MappingProxyType({})))
+    warnings = (shell_warning(name, key, body.get(key)) for key in ("cmd", "stopCmd"))
     return ServiceConfig(
         name=name,
-        cmd=_argv(body["cmd"], path + ("cmd",)),
-        stop_cmd=_get(body, "stopCmd", path, _argv),
+        cmd=cmd,
+        stop_cmd=stop_cmd,
         kind=_get(body, "kind", path, lambda v, p: _choice(v, p, _KINDS), "daemon"),
         port=port,
         ready=_get(body, "ready", path, lambda v, p: _ready(v, p, port)),
@@ -346,6 +436,11 @@ def _service(name, value, names, base):
         env=_get(body, "env", path, _env, MappingProxyType({})),
         cwd=_get(body, "cwd", path, lambda v, p: _cwd(v, p, base)),
         log_view_max=_get(log_view, "maxEntries", path + ("logView",), _positive),
+        env_files=env_files,
+        file_env=file_env,
+        stop_signal=_get(body, "stopSignal", path, _stop_signal, "TERM"),
+        stop_timeout=_get(body, "stopTimeout", path, _seconds, DEFAULT_STOP_TIMEOUT),
+        warnings=tuple(warning for warning in warnings if warning),
     )
 
 

@@ -344,7 +344,7 @@ def _line_col(text, offset):
     return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
 
 
-def _render(path):
+def render_path(path):
     """Key path as `services.api.cmd[0]`; empty or unprintable keys are quoted."""
     text = ""
     for part in path:
@@ -360,4 +360,4 @@ def _located(file, blanked, path, message, offset):
     """`file:line:col: key.path: message`, without line and column when `offset` is None
     and without a key path when `path` is None."""
     where = file if offset is None else "{}:{}:{}".format(file, *_line_col(blanked, offset))
-    return f"{where}: {message}" if path is None else f"{where}: {_render(path)}: {message}"
+    return f"{where}: {message}" if path is None else f"{where}: {render_path(path)}: {message}"

@@ -16,11 +16,27 @@ PORT_FREE_POLL = 0.02
 
 def check_tcp(port):
     """True when something accepts TCP connections on 127.0.0.1:port."""
+    return tcp_attempt(port)[0]
+
+
+def tcp_attempt(port):
+    """(ok, what happened): `connected`, `connection refused`, `timed out`, ..."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=ATTEMPT_TIMEOUT):
-            return True
-    except OSError:
-        return False
+            return True, "connected"
+    except OSError as error:
+        return False, failure_text(error)
+
+
+def failure_text(error):
+    """A failed attempt in a few words, for the `waiting for ready` lines (SPEC 6.2)."""
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__
 
 
 def port_in_use(port):
@@ -29,8 +45,12 @@ def port_in_use(port):
 
 
 def check_http(url):
-    """True when a GET on `url` answers with a status 200..399 (a redirect is not followed).
-    The whole attempt (connect, TLS, request, status line) shares one ATTEMPT_TIMEOUT, so a
+    """True when a GET on `url` answers with a status 200..399 (a redirect is not followed)."""
+    return http_attempt(url)[0]
+
+
+def http_attempt(url):
+    """(ok, what happened): `status 503`, `connection refused`, `timed out`, ... The whole attempt (connect, TLS, request, status line) shares one ATTEMPT_TIMEOUT, so a
     server that trickles its answer cannot hold the caller longer. Connects directly: proxy
     variables are ignored, as the service runs on this machine."""
     deadline = time.monotonic() + ATTEMPT_TIMEOUT
@@ -45,10 +65,16 @@ def check_http(url):
             _send_all(sock, f"GET {target} HTTP/1.1\r\nHost: {host}\r\n"
                             f"Connection: close\r\n\r\n".encode("latin-1"), deadline)
             status_line = _read_line(sock, deadline)
+    except Exception as error:  # any failure (refused, timeout, bad answer, bad url) means "not ready"
+        return False, failure_text(error)
+    try:
         version, status = status_line.split(b" ", 2)[:2]
-        return version.startswith(b"HTTP/1.") and 200 <= int(status) <= 399
-    except Exception:  # any failure (refused, timeout, bad answer, bad url) means "not ready"
-        return False
+        code = int(status)
+    except ValueError:
+        return False, "not an HTTP answer"
+    if not version.startswith(b"HTTP/1."):
+        return False, "not an HTTP answer"
+    return 200 <= code <= 399, f"status {code}"
 
 
 def _left(deadline):

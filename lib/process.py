@@ -267,12 +267,12 @@ class Process:
         except ProcessLookupError:
             pass
 
-    def terminate(self, grace=5.0):
-        """SIGTERM to the group, then SIGKILL to the group when the process exited or `grace`
-        ran out. The SIGKILL is sent in both cases so that no member of the group (a
+    def terminate(self, grace=5.0, sig=signal.SIGTERM):
+        """`sig` (SIGTERM, or the service's stopSignal) to the group, then SIGKILL to the
+        group when the process exited or `grace` ran out. The SIGKILL is sent in both cases so that no member of the group (a
         grandchild that ignored SIGTERM or outlived its parent) survives the stop.
         Returns the return code."""
-        self.signal_group(signal.SIGTERM)
+        self.signal_group(sig)
         self.wait(grace)
         self.signal_group(signal.SIGKILL)
         return self.wait()

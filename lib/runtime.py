@@ -14,15 +14,16 @@ import threading
 import time
 from collections import namedtuple
 
-from . import probes, reload
+from . import probes, readiness, reload
+from .dotenv import layer
 from .groups import GroupList
 from .entry import format_timestamp
+from .port_holder import in_use_reason, port_holder
 from .process import Process, SpawnError
 from .service_state import ServiceState
 from .summary import boot_summary
 
 STOP_CMD_TIMEOUT = 10.0
-STOP_GRACE = 5.0
 PORT_RELEASE_TIMEOUT = 2.0
 
 StatusEvent = namedtuple("StatusEvent", "service status timestamp")
@@ -58,9 +59,10 @@ class _Operation:
 
 
 def service_env(cfg):
-    """What a service adds to the server's environment: its `env`, and
-    PYTHONUNBUFFERED=1 unless set, so Python services' lines arrive as printed."""
-    env = dict(cfg.env)
+    """What a service adds to the server's environment: its envFile variables, then its
+    `env` (later wins, SPEC 6.1), and PYTHONUNBUFFERED=1 unless set, so Python services'
+    lines arrive as printed."""
+    env = layer({}, [cfg.file_env], cfg.env)
     if "PYTHONUNBUFFERED" not in os.environ:
         env.setdefault("PYTHONUNBUFFERED", "1")
     return env
@@ -89,6 +91,7 @@ class Runtime:
         self._last_start = None       # Startup of the last finished boot or start_all
         self._shutting_down = False
         self._helpers = set()         # stopCmd processes, for a forced kill
+        self._readiness = readiness.ReadinessWatcher()
 
     @contextlib.contextmanager
     def _locked(self):
@@ -227,6 +230,7 @@ class Runtime:
 
     def boot(self):
         """start_all as the boot, with the startup summary line of SPEC 1.3."""
+        self._report_ports_in_use()
         try:
             op = self._claim_all()
         except ServiceBusy:       # a shutdown began before the boot did
@@ -237,6 +241,18 @@ class Runtime:
             results = self._run_all(op)
         self.store.append_server(f"boot: {self._last_start.summary}")
         return self._outcome(results)
+
+    def _report_ports_in_use(self):
+        """SPEC 6.3: one boot line naming every declared port already in use, before wave
+        0; each of those services then fails at its wave."""
+        busy = []
+        for name, svc in self._services.items():
+            port = svc.cfg.port
+            if port > 0 and probes.port_in_use(port):
+                holder = port_holder(port)
+                busy.append(f"{port} ({name}" + (f"; {holder})" if holder else ")"))
+        if busy:
+            self.store.append_server("boot: ports already in use: " + ", ".join(busy))
 
     def shutdown(self):
         """Stop everything in reverse waves and refuse any further start."""
@@ -250,6 +266,7 @@ class Runtime:
         with self._lock:
             leftovers = [svc for svc in self._services.values() if svc.needs_stop]
         self._in_parallel(self._stop_one, leftovers)
+        self._readiness.close()
 
     def kill_all(self):
         """Forced exit: SIGKILL every process group at once."""
@@ -449,10 +466,13 @@ class Runtime:
         cfg = svc.cfg
         if cfg.port > 0 and probes.port_in_use(cfg.port):
             with self._locked():
-                svc.failed_start(run, f"port {cfg.port} is already in use")
+                svc.failed_start(run, in_use_reason(cfg.port, port_holder(cfg.port)))
             return
+        matcher = None
+        if cfg.ready is not None and cfg.ready.type == "log":
+            matcher = readiness.LogMatcher(readiness.compile_pattern(cfg.ready.pattern), cfg.ready.stream)
         proc = Process(list(cfg.cmd), svc.env, cfg.cwd,
-                       on_lines=self._sink(svc),
+                       on_lines=self._sink(svc, matcher),
                        on_exit=lambda code: self._on_exit(svc, run, proc, code))
         with self._locked():
             if run.cancel.is_set():
@@ -471,20 +491,38 @@ class Runtime:
         with self._locked():
             probe = svc.spawned(run, proc)
         if probe:
-            threading.Thread(target=self._probe, args=(svc, run), name=f"probe-{svc.name}",
+            threading.Thread(target=self._probe, args=(svc, run, matcher), name=f"probe-{svc.name}",
                              daemon=True).start()
 
-    def _probe(self, svc, run):
-        """Probe until ready or the run is cancelled; a late answer for a run that was
-        abandoned meanwhile is ignored by the state."""
+    def _probe(self, svc, run, matcher):
+        """Probe until ready, the run is cancelled or ready.timeout passes (SPEC 6.2), with a
+        `waiting for ready` line every 5 s; a late answer for a run that was abandoned
+        meanwhile is ignored by the state."""
         ready = svc.cfg.ready
-        if ready.type == "http":
-            check = lambda: probes.check_http(ready.url)   # noqa: E731
-        else:
-            check = lambda: probes.check_tcp(ready.port)   # noqa: E731
-        if probes.wait_until_ready(check, run.cancel):
+        probe = {"http": lambda: readiness.http_probe(ready.url),
+                 "tcp": lambda: readiness.tcp_probe(ready.port),
+                 "exec": lambda: readiness.exec_probe(ready.cmd, svc.env, svc.cfg.cwd, run.cancel,
+                                                      ready.interval),
+                 "log": lambda: readiness.log_probe(matcher)}[ready.type]()
+
+        def waiting(line):
+            with self._lock:
+                if not run.cancel.is_set():
+                    self._log(svc, line)
+
+        waited = self._readiness.wait(probe, run.cancel, ready.timeout, waiting)
+        if waited.state == "ready":
             with self._locked():
                 svc.probe_passed(run)
+        elif waited.state == "timeout":
+            with self._locked():
+                if not svc.give_up(run):
+                    return
+            proc = run.process
+            if self._groups.holds(proc) or not run.exited:  # else its group id may be reused
+                self._end_process(svc, run, proc)
+            with self._locked():
+                svc.not_ready(run, readiness.not_ready_reason(ready.timeout, probe.target, waited.last))
 
     def _on_exit(self, svc, run, proc, code):
         run.watched.wait()
@@ -509,14 +547,19 @@ class Runtime:
         if run_stop_cmd:
             self._run_stop_cmd(svc)
         if proc is not None:
-            proc.terminate(grace=STOP_GRACE)
-            with self._locked():
-                self._changed.wait_for(lambda: run.exited)
-            self._groups.forget(proc)
+            self._end_process(svc, run, proc)
         if svc.cfg.port > 0:
             probes.wait_port_free(svc.cfg.port, PORT_RELEASE_TIMEOUT)
         with self._locked():
             svc.stopped()
+
+    def _end_process(self, svc, run, proc):
+        """The stopSignal to the run's group, SIGKILL after stopTimeout (SPEC 6.1); returns
+        once its exit is recorded."""
+        proc.terminate(grace=svc.cfg.stop_timeout, sig=signal.Signals[f"SIG{svc.cfg.stop_signal}"])
+        with self._locked():
+            self._changed.wait_for(lambda: run.exited)
+        self._groups.forget(proc)
 
     def _run_stop_cmd(self, svc):
         done = threading.Event()
@@ -544,9 +587,16 @@ class Runtime:
 
     # ---- events and logs ---------------------------------------------------------
 
-    def _sink(self, svc):
+    def _sink(self, svc, matcher=None):
+        """Where a process's lines go: the store, then a log probe's matcher (this run's)."""
         store, name = self.store, svc.name
-        return lambda stream, lines: store.append(name, stream, lines, svc.status)
+        if matcher is None:
+            return lambda stream, lines: store.append(name, stream, lines, svc.status)
+
+        def sink(stream, lines):
+            store.append(name, stream, lines, svc.status)
+            matcher.feed(stream, lines)
+        return sink
 
     def _log(self, svc, message):
         """A lifecycle line of `svc`, with the lock held so that it is in order with the

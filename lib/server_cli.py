@@ -12,6 +12,7 @@ import uuid
 from . import __version__
 from .config import ConfigError, discover, load, parse_bind
 from .echo import Echo
+from .entry import SERVER
 from .flags import UsageError, parse, report
 from .guardian import Guardian
 from .logstore import LogStore
@@ -20,6 +21,7 @@ from .runtime import Reconfigured, Runtime, ServiceBusy
 
 HELP = """\
 Usage: flowlayer-server [-c PATH | --config PATH | PATH] [-s BIND] [-token TOKEN] [--no-color]
+       flowlayer-server --check [-c PATH | --config PATH | PATH]
 
 Start the services of a FlowLayer config in dependency waves, capture every output
 line, and serve the session API that clients (flowlayer-client-tui) connect to.
@@ -33,6 +35,8 @@ Options:
   -token TOKEN        session API bearer token; overrides session.token (a random
                       fl_<uuid> token is generated when the API has none)
   --no-color          no colour, even on a terminal (NO_COLOR works too)
+  --check             load and validate the config, print the plan and the warnings,
+                      start nothing; exit 0 when it is valid, 2 when it is not
   -h, --help          show this help and exit
   --version           print the version and exit
 
@@ -46,7 +50,7 @@ Exit codes: 0 clean run, 1 runtime failure, 2 usage or config error.
 """
 
 FLAG_VALUES = ("config", "s", "token")
-FLAG_SWITCHES = ("no-color", "help", "version")
+FLAG_SWITCHES = ("no-color", "help", "version", "check")
 FLAG_ALIASES = {"c": "config", "h": "help"}
 
 
@@ -84,6 +88,10 @@ def run(argv):
         sys.stdout.write(HELP)
         return 0
     config = load(path)
+    if flags.get("check"):
+        for line in [*plan_lines(config), "check: config is valid"]:
+            sys.stdout.write(f"[{SERVER}] {line}\n")
+        return 0
     bind = config.bind
     if "s" in flags:
         try:
@@ -148,9 +156,8 @@ def serve(config, bind, token, color):
 
     runtime.subscribe(reconfigured)
     say = store.append_server
-    say(f"boot: config {config.path}")
-    say(f"boot: services: {len(config.services)}")
-    say("boot: plan: " + "  ".join(f"[{i}] {', '.join(wave)}" for i, wave in enumerate(config.waves)))
+    for line in plan_lines(config):
+        say(line)
     try:
         if bind is not None:
             session = start_session(runtime, store, config, bind, token)
@@ -169,6 +176,16 @@ def serve(config, bind, token, color):
         store.close()
         echo.close()
     return 0
+
+
+def plan_lines(config):
+    """The boot lines that describe a config: its path, its plan, its warnings (SPEC 6.1)."""
+    yield f"boot: config {config.path}"
+    yield f"boot: services: {len(config.services)}"
+    yield "boot: plan: " + "  ".join(f"[{i}] {', '.join(wave)}" for i, wave in enumerate(config.waves))
+    for service in config.services.values():
+        for warning in service.warnings:
+            yield f"warning: {warning}"
 
 
 def raise_descriptor_limit():

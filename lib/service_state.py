@@ -9,6 +9,8 @@ set), changes nothing.
 import signal
 import threading
 
+from .readiness import WakingEvent
+
 
 def exit_reason(code):
     """`exit code 3` or `signal SIGTERM` for a Popen return code."""
@@ -25,6 +27,12 @@ def describe_exit(code):
     return f"exited ({exit_reason(code).replace('exit code', 'code')})"
 
 
+def ready_target(ready):
+    """What the `ready <type>: ...` line names: the url, the port, the command, the pattern."""
+    return {"http": ready.url, "tcp": ready.port, "exec": " ".join(ready.cmd or ()),
+            "log": f"/{ready.pattern}/"}[ready.type]
+
+
 class Run:
     """One start attempt: its process, its cancel event, its exit code, its outcome.
 
@@ -38,7 +46,7 @@ class Run:
         self.spawning = False      # the process is being started, outside the lock
         self.exit_code = None
         self.outcome = None
-        self.cancel = threading.Event()
+        self.cancel = WakingEvent()        # wakes the readiness wait at once
         self.watched = threading.Event()   # the guardian was told of its group
 
     @property
@@ -204,8 +212,23 @@ class ServiceState:
         assert self.status == "running" and run.outcome is None
         run.outcome = True
         self._to("ready")
-        ready = self.cfg.ready
-        self._log(self, f"ready {ready.type}: {ready.url if ready.type == 'http' else ready.port}")
+        self._log(self, f"ready {self.cfg.ready.type}: {ready_target(self.cfg.ready)}")
+
+    def give_up(self, run):
+        """ready.timeout passed: the start abandons the run, whose process is then stopped
+        (its exit changes nothing). False when the run is no longer the start's to decide."""
+        if run is not self.run or run.cancel.is_set():
+            return False
+        run.cancel.set()
+        return True
+
+    def not_ready(self, run, reason):
+        """The process of a run given up on is gone: `failed`, unless a stop took over."""
+        if run is not self.run or run.outcome is not None:
+            return
+        self._log(self, f"failed_start: {reason}")
+        run.outcome = False
+        self._to("failed")
 
     def _resolve_exit(self, run):
         """Turn the recorded exit of the current run into a state, unless a stop owns it."""

@@ -205,7 +205,7 @@ RULES = [
     # ready
     (api(ready="http"), "services.api.ready", "must be an object"),
     (api(ready={}), "services.api.ready.type", "required"),
-    (api(ready={"type": "grpc"}), "services.api.ready.type", 'must be "http", "tcp" or "none", got "grpc"'),
+    (api(ready={"type": "grpc"}), "services.api.ready.type", 'must be "http", "tcp", "exec", "log" or "none", got "grpc"'),
     (api(ready={"type": "http"}), "services.api.ready.url", 'required when type is "http"'),
     (api(ready={"type": "http", "url": "ftp://h/"}), "services.api.ready.url", "http:// or https://"),
     (api(ready={"type": "http", "url": "http://"}), "services.api.ready.url", "with a host"),
@@ -236,6 +236,46 @@ RULES = [
     (api(cwd="missing-dir"), "services.api.cwd", "not a directory"),
     (api(cwd=""), "services.api.cwd", "must not be empty"),
     (api(cwd=1), "services.api.cwd", "must be a string"),
+    # SPEC 6.1: envFile, stopSignal, stopTimeout
+    (api(envFile=""), "services.api.envFile", "must not be empty"),
+    (api(envFile=[1]), "services.api.envFile[0]", "must be a string, got 1"),
+    (api(envFile=3), "services.api.envFile", "must be a path or an array of paths, got 3"),
+    (api(envFile="missing.env"), "services.api.envFile", "cannot read "),
+    (api(envFile=["missing.env"]), "services.api.envFile[0]", "no such file or directory"),
+    (api(envfile=".env"), "services.api.envfile", 'unknown key "envfile" (did you mean "envFile"?)'),
+    (api(stopSignal="TERMINATE"), "services.api.stopSignal",
+     'must be "TERM", "INT", "QUIT", "HUP", "USR1", "USR2" or "KILL" (a SIG prefix is accepted), got "TERMINATE"'),
+    (api(stopSignal="term"), "services.api.stopSignal", 'got "term" (did you mean "TERM"?)'),
+    (api(stopSignal=15), "services.api.stopSignal", "got 15"),
+    (api(stopSignl="INT"), "services.api.stopSignl", '(did you mean "stopSignal"?)'),
+    (api(stopTimeout=0), "services.api.stopTimeout", "must be > 0 and at most 1e+06 seconds, got 0"),
+    (api(stopTimeout=-1.5), "services.api.stopTimeout", "must be > 0"),
+    (api(stopTimeout=1e7), "services.api.stopTimeout", "at most 1e+06 seconds"),
+    (api(stopTimeout="5"), "services.api.stopTimeout", 'must be a number of seconds, got "5"'),
+    (api(stopTimeout=True), "services.api.stopTimeout", "must be a number of seconds, got true"),
+    # SPEC 6.2: ready.timeout, exec and log probes
+    (api(ready={"type": "http", "url": "http://h/", "timeout": 0}), "services.api.ready.timeout", "must be > 0"),
+    (api(ready={"type": "tcp", "port": 1, "timeout": "1"}), "services.api.ready.timeout", "must be a number"),
+    (api(ready={"type": "none", "timeout": 1}), "services.api.ready.timeout", 'not allowed when type is "none"'),
+    (api(ready={"type": "http", "url": "http://h/", "timout": 1}), "services.api.ready.timout",
+     'unknown key "timout" (did you mean "timeout"?)'),
+    (api(ready={"type": "exec"}), "services.api.ready.cmd", 'required when type is "exec"'),
+    (api(ready={"type": "exec", "cmd": []}), "services.api.ready.cmd", "must not be an empty array"),
+    (api(ready={"type": "exec", "cmd": " "}), "services.api.ready.cmd", "must name a program"),
+    (api(ready={"type": "exec", "cmd": ["x", 2]}), "services.api.ready.cmd[1]", "must be a string"),
+    (api(ready={"type": "exec", "cmd": "x", "interval": -1}), "services.api.ready.interval", "must be > 0"),
+    (api(ready={"type": "exec", "cmd": "x", "interval": "1"}), "services.api.ready.interval", "must be a number"),
+    (api(ready={"type": "exec", "cmd": "x", "pattern": "y"}), "services.api.ready.pattern",
+     'not allowed when type is "exec"'),
+    (api(ready={"type": "log"}), "services.api.ready.pattern", 'required when type is "log"'),
+    (api(ready={"type": "log", "pattern": 1}), "services.api.ready.pattern", "must be a string, got 1"),
+    (api(ready={"type": "log", "pattern": "(ready"}), "services.api.ready.pattern",
+     "invalid regular expression: missing ), unterminated subpattern at position 0"),
+    (api(ready={"type": "log", "pattern": "x", "stream": "both"}), "services.api.ready.stream",
+     'must be "stdout", "stderr" or "any", got "both"'),
+    (api(ready={"type": "log", "pattern": "x", "cmd": "y"}), "services.api.ready.cmd", 'not allowed when type is "log"'),
+    (api(ready={"type": "tcp", "port": 1, "interval": 1}), "services.api.ready.interval",
+     'not allowed when type is "tcp"'),
 ]
 
 
@@ -254,6 +294,66 @@ def test_rule(tmp_path, change, path, message):
     assert message in match.group(4), error
 
 
+def test_extension_fields_and_their_defaults(tmp_path):
+    (tmp_path / "a.env").write_text("A=1\nB=file a\n")
+    (tmp_path / "b.env").write_text("export B='file b'\nC=\"x\\ny\"\n")
+    data = {"services": {
+        "api": {"cmd": "x", "envFile": ["a.env", "b.env"], "stopSignal": "SIGINT", "stopTimeout": 1,
+                "ready": {"type": "exec", "cmd": "pg_isready -q", "interval": 0.1, "timeout": 30}},
+        "web": {"cmd": "x", "envFile": "a.env", "stopSignal": "USR2",
+                "ready": {"type": "log", "pattern": "^ready", "stream": "stderr"}},
+        "db": {"cmd": "x", "port": 5, "ready": {"type": "tcp", "timeout": 2.5}},
+        "plain": {"cmd": "x", "ready": {"type": "log", "pattern": ""}},
+    }}
+    services = load(write_config(tmp_path, data)).services
+    api, web = services["api"], services["web"]
+    assert api.env_files == (str(tmp_path / "a.env"), str(tmp_path / "b.env"))
+    assert dict(api.file_env) == {"A": "1", "B": "file b", "C": "x\ny"}  # the later file wins
+    assert (api.stop_signal, api.stop_timeout) == ("INT", 1.0)
+    assert api.ready == ReadySpec("exec", None, 0, 30.0, cmd=("pg_isready", "-q"), interval=0.1)
+    assert web.env_files == (str(tmp_path / "a.env"),) and dict(web.file_env) == {"A": "1", "B": "file a"}
+    assert (web.stop_signal, web.stop_timeout) == ("USR2", 5.0)
+    assert web.ready == ReadySpec("log", None, 0, pattern="^ready", stream="stderr")
+    assert services["db"].ready == ReadySpec("tcp", None, 5, 2.5)
+    assert services["plain"].ready.stream == "any" and services["plain"].ready.timeout is None
+    assert (services["plain"].env_files, dict(services["plain"].file_env)) == ((), {})
+    assert services["plain"].stop_signal == "TERM"
+
+
+@pytest.mark.parametrize("text, line, reason", [
+    ("A=1\noops\n", 2, 'expected KEY=VALUE, got "oops"'),
+    ("# c\n\n1A=x\n", 3, 'invalid key "1A" (letters, digits and _, not starting with a digit)'),
+    ("A='open\n", 1, "unterminated single quote"),
+])
+def test_bad_env_file_line_names_the_file_line_and_the_service(tmp_path, text, line, reason):
+    (tmp_path / "dev.env").write_text(text)
+    error = expect_error(tmp_path, {"services": {"api": {"cmd": "x", "envFile": ["dev.env"]}}})
+    assert error == f"{tmp_path}/dev.env:{line}: services.api.envFile[0]: {reason}"
+
+
+def test_bad_env_file_exits_2_with_its_line(tmp_path):
+    (tmp_path / ".env").write_text("GOOD=1\nBAD LINE\n")
+    path = write_config(tmp_path, {"services": {"api": {"cmd": "x", "envFile": ".env"}}})
+    result = subprocess.run([PY, os.path.join(ROOT, "flowlayer.py"), "--check", "-c", path],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == f'Error: {tmp_path}/.env:2: services.api.envFile: expected KEY=VALUE, got "BAD LINE"\n'
+
+
+def test_missing_env_file_points_at_the_key(tmp_path):
+    error = expect_error(tmp_path, {"services": {"api": {"cmd": "x", "envFile": "nope.env"}}})
+    assert error.endswith(f":5:18: services.api.envFile: cannot read {tmp_path}/nope.env: no such file or directory")
+
+
+def test_shell_syntax_warnings_are_part_of_the_config(tmp_path):
+    data = {"services": {"api": {"cmd": "a && b", "stopCmd": "PORT=1 stop"}, "plain": {"cmd": "python3 -m x"},
+                         "array": {"cmd": ["sh", "-c", "a && b"]}}}
+    services = load(write_config(tmp_path, data)).services
+    assert [w.split(":")[0] for w in services["api"].warnings] == ['service "api"', 'service "api"']
+    assert "cmd is split" in services["api"].warnings[0] and "stopCmd is split" in services["api"].warnings[1]
+    assert services["plain"].warnings == services["array"].warnings == ()
+
+
 def test_cwd_that_is_a_file_is_rejected(tmp_path):
     (tmp_path / "file").write_text("")
     assert "services.api.cwd: not a directory" in expect_error(tmp_path, with_change(api(cwd="file")))
@@ -266,7 +366,7 @@ def test_dependency_on_another_service_name_is_suggested(tmp_path):
 
 def test_unknown_key_without_close_match_lists_valid_keys(tmp_path):
     error = expect_error(tmp_path, with_change(api(zzzzz=1)))
-    assert 'unknown key "zzzzz" (valid keys: cmd, stopCmd, kind, port, ready, dependsOn, env, logView, cwd)' in error
+    assert 'unknown key "zzzzz" (valid keys: cmd, stopCmd, kind, port, ready, dependsOn, env, envFile, logView, cwd, stopSignal, stopTimeout)' in error
 
 
 def test_did_you_mean_ignores_case(tmp_path):

@@ -19,11 +19,12 @@ CLIENT = "client"      # the client tower: transport, model, TUI and its CLI
 SHARED = "shared"      # used by both CLIs: the package version, flag parsing
 
 LAYERS = {
-    "entry": LEAF, "framing": LEAF, "jsonc": LEAF,
+    "entry": LEAF, "framing": LEAF, "jsonc": LEAF, "dotenv": LEAF, "shell_syntax": LEAF,
+    "listening": LEAF,
     "__init__": SHARED, "flags": SHARED,
     "config": CORE, "plan": CORE, "logstore": CORE, "process": CORE, "probes": CORE,
-    "groups": CORE, "service_state": CORE, "summary": CORE, "reload": CORE, "runtime": CORE,
-    "guardian": CORE,
+    "port_holder": CORE, "readiness": CORE, "groups": CORE, "service_state": CORE,
+    "summary": CORE, "reload": CORE, "runtime": CORE, "guardian": CORE,
     "protocol": PROTOCOL,
     "commands": SERVER, "session": SERVER, "echo": SERVER, "server_cli": SERVER,
     "transport": CLIENT, "log_feed": CLIENT, "ansi": CLIENT, "client": CLIENT, "tui_app": CLIENT,
