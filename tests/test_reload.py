@@ -184,11 +184,11 @@ def test_a_cycle_or_an_unknown_dependency_is_refused_and_nothing_changes(reloada
     assert f"reload: refused, nothing changed: {outcome.message}" in r.stack.lines("flowlayer")
 
 
-def test_a_removed_service_that_ignores_sigterm_is_killed_after_its_grace(reloadable, monkeypatch):
-    monkeypatch.setattr(runtime_module, "STOP_GRACE", 0.5)
+def test_a_removed_service_that_ignores_sigterm_is_killed_after_its_grace(reloadable):
     stubborn = ("import os,signal,time;signal.signal(signal.SIGTERM, signal.SIG_IGN);"
                 "print('pid', os.getpid(), 1, flush=True);time.sleep(600)")
-    r = reloadable({"stubborn": {"cmd": py_cmd(stubborn)}, "keep": daemon()}).boot()
+    r = reloadable({"stubborn": {"cmd": py_cmd(stubborn), "stopTimeout": 0.5},
+                    "keep": daemon()}).boot()
     pid = r.pid("stubborn")
     r.rewrite({"keep": daemon()})
     assert r.reload().data["removed"] == ["stubborn"]
