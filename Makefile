@@ -26,7 +26,7 @@ test: $(BIN)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(BIN)/.dev
-	for b in config capture logstore session ansi tui reload readiness; do $(BIN)/python bench/$$b.py || exit 1; done
+	for b in config capture logstore session ansi tui reload readiness boot; do $(BIN)/python bench/$$b.py || exit 1; done
 
 soak: $(BIN)/.dev
 	$(BIN)/python bench/soak.py --minutes 10
