@@ -53,20 +53,29 @@ def format_timestamp(epoch_seconds):
 WIRE = (":", ",")      # compact, as the protocol sends it
 FILE = (": ", ", ")    # json.dumps' default, as the JSONL files hold it
 _SHARED_FIELDS = itemgetter(1, 2, 3, 5)  # service, phase, stream, timestamp
+_SEQ = itemgetter(0)
+_MESSAGE = itemgetter(4)
 
 
 def entries_json(entries, form=WIRE):
     """JSON object texts of `entries`, in order (equal to `json.dumps(entry.as_dict(),
-    separators=...)` for each)."""
+    separators=...)` for each). Each run of shared fields is one `%` template mapped over
+    the run's (seq, quoted message) pairs: no Python-level frame per entry."""
     colon, comma = form
-    head = f'{{"seq"{colon}'
     texts = []
     for (service, phase, stream, timestamp), run in groupby(entries, _SHARED_FIELDS):
-        middle = (f'{comma}"service"{colon}{quote(service)}{comma}"phase"{colon}{quote(phase)}'
-                  f'{comma}"stream"{colon}{quote(stream)}{comma}"message"{colon}')
-        tail = f'{comma}"timestamp"{colon}{quote(timestamp)}}}'
-        texts += [f"{head}{e[0]:d}{middle}{quote(e[4])}{tail}" for e in run]
+        template = (f'{{"seq"{colon}%d{comma}"service"{colon}{_literal(service)}'
+                    f'{comma}"phase"{colon}{_literal(phase)}{comma}"stream"{colon}'
+                    f'{_literal(stream)}{comma}"message"{colon}%s'
+                    f'{comma}"timestamp"{colon}{_literal(timestamp)}}}')
+        run = list(run)
+        texts += map(template.__mod__, zip(map(_SEQ, run), map(quote, map(_MESSAGE, run))))
     return texts
+
+
+def _literal(text):
+    """`text` as a JSON string that is safe inside a `%` template."""
+    return quote(text).replace("%", "%%")
 
 
 def entry_from_dict(data):
