@@ -4,13 +4,12 @@ The store hands entries to `offer` under its lock; a slow terminal must never sl
 capture, so entries past a backlog bounded in bytes (`logstore.chunk_bytes`: a few long lines weigh
 as much as many short ones) are counted instead of queued, and one
 `[flowlayer] echo: N lines skipped` line reports them once the writer catches up.
-The entries of a chunk share service and stream, so a run of them is one `str.join` with
-its prefix: the echo formats at C speed and keeps up with capture when its output does.
+The entries of a chunk (`entry.Chunk`) share service and stream, so their text is one
+`str.join` of the messages with its prefix: the echo formats at C speed and keeps up with
+capture when its output does.
 """
 import threading
 from collections import deque
-from itertools import groupby
-from operator import attrgetter, itemgetter
 
 from .entry import SERVER
 from .logstore import first_within
@@ -18,8 +17,6 @@ from .logstore import first_within
 BACKLOG_BYTES = 4 << 20  # chunk_bytes() of the entries waiting for the terminal
 WRITE_LINES = 8192  # lines formatted per write: a flood's chunk of 32,768 is never whole text
 PALETTE = (36, 33, 35, 32, 34, 96, 93, 95, 92, 94)
-_SOURCE = attrgetter("service", "stream")
-_MESSAGE = itemgetter(4)
 
 
 class Echo:
@@ -40,7 +37,7 @@ class Echo:
         self._thread.start()
 
     def offer(self, entries):
-        """Store subscriber: queue what fits in the backlog (a first line always fits an
+        """Store subscriber (`entries` is a Chunk): queue what fits in the backlog (a first line always fits an
         empty one), count the rest, never block."""
         with self._lock:
             part, size = first_within(entries, BACKLOG_BYTES - self._pending,
@@ -80,10 +77,10 @@ class Echo:
                 if isinstance(batch, str):
                     parts.append(self._server_line(batch))
                     continue
+                prefix, suffix = self._decoration(batch.service, batch.stream)
                 for start in range(0, len(batch), WRITE_LINES):
-                    for source, run in groupby(batch[start:start + WRITE_LINES], _SOURCE):
-                        prefix, suffix = self._decoration(*source)
-                        parts += (prefix, (suffix + prefix).join(map(_MESSAGE, run)), suffix)
+                    lines = batch.messages[start:start + WRITE_LINES]
+                    parts += (prefix, (suffix + prefix).join(lines), suffix)
                     self._write(parts)
                     parts = []
             if skipped:

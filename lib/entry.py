@@ -2,12 +2,15 @@
 two JSON forms (compact on the wire, `json.dumps` spacing in the JSONL files).
 
 A leaf: imports nothing from lib, so the server's store and the client share it.
-The encoders build the JSON by hand: the entries of one captured chunk share service,
-phase, stream and timestamp, so those are encoded once per chunk rather than per line.
+The entries of one captured read share service, phase, stream and timestamp and have
+consecutive seqs: a `Chunk` holds them as that and its list of messages, so capture costs
+nothing per line; its LogEntry objects are made only when someone asks for them.
+The encoders build the JSON by hand, the shared fields encoded once per run of entries.
 JSON is written with ASCII escapes, so its length in characters is its length in bytes.
 """
 import time
-from itertools import groupby
+from collections.abc import Sequence
+from itertools import groupby, repeat
 from json.encoder import encode_basestring_ascii as quote
 from operator import itemgetter
 from typing import NamedTuple
@@ -27,6 +30,66 @@ class LogEntry(NamedTuple):
     def as_dict(self):
         """The wire and file form, keys in field order."""
         return dict(zip(self._fields, self))
+
+
+_new_entry = tuple.__new__  # builds a LogEntry from a tuple without a Python-level call
+
+
+class Chunk(Sequence):
+    """Entries with consecutive seqs from `first` that share service, phase, stream and
+    timestamp: a read-only sequence of LogEntry, made on access. A slice is a Chunk."""
+    __slots__ = ("first", "service", "phase", "stream", "messages", "timestamp", "_size")
+
+    def __init__(self, first, service, phase, stream, messages, timestamp):
+        self.first = first
+        self.service = service
+        self.phase = phase
+        self.stream = stream
+        self.messages = messages
+        self.timestamp = timestamp
+        self._size = None
+
+    def __len__(self):
+        return len(self.messages)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self.messages))
+            if step != 1:
+                return self.entries()[index]
+            return Chunk(self.first + start, self.service, self.phase, self.stream,
+                         self.messages[start:stop], self.timestamp)
+        message = self.messages[index]
+        index = index + len(self.messages) if index < 0 else index
+        return LogEntry(self.first + index, self.service, self.phase, self.stream, message,
+                        self.timestamp)
+
+    def __iter__(self):
+        return iter(self.entries())
+
+    def __reversed__(self):
+        return reversed(self.entries())
+
+    def __repr__(self):
+        return f"Chunk({self.entries()!r})"
+
+    def message_bytes(self):
+        """The total length of the messages (computed once: every queue asks for it)."""
+        if self._size is None:
+            self._size = sum(map(len, self.messages))
+        return self._size
+
+    def entries(self):
+        """The LogEntry objects, built by C-level maps: no Python frame per entry."""
+        return list(map(_new_entry, repeat(LogEntry), zip(
+            range(self.first, self.first + len(self.messages)), repeat(self.service),
+            repeat(self.phase), repeat(self.stream), self.messages, repeat(self.timestamp))))
+
+    def json(self, form):
+        """entries_json(self, form), without making the entries."""
+        template = _template(form, self.service, self.phase, self.stream, self.timestamp)
+        return list(map(template.__mod__, zip(
+            range(self.first, self.first + len(self.messages)), map(quote, self.messages))))
 
 
 _stamp_cache = (None, "", "")  # (epoch second, local date-time text, UTC offset text)
@@ -61,16 +124,23 @@ def entries_json(entries, form=WIRE):
     """JSON object texts of `entries`, in order (equal to `json.dumps(entry.as_dict(),
     separators=...)` for each). Each run of shared fields is one `%` template mapped over
     the run's (seq, quoted message) pairs: no Python-level frame per entry."""
-    colon, comma = form
+    if isinstance(entries, Chunk):
+        return entries.json(form)
     texts = []
-    for (service, phase, stream, timestamp), run in groupby(entries, _SHARED_FIELDS):
-        template = (f'{{"seq"{colon}%d{comma}"service"{colon}{_literal(service)}'
-                    f'{comma}"phase"{colon}{_literal(phase)}{comma}"stream"{colon}'
-                    f'{_literal(stream)}{comma}"message"{colon}%s'
-                    f'{comma}"timestamp"{colon}{_literal(timestamp)}}}')
+    for fields, run in groupby(entries, _SHARED_FIELDS):
+        template = _template(form, *fields)
         run = list(run)
         texts += map(template.__mod__, zip(map(_SEQ, run), map(quote, map(_MESSAGE, run))))
     return texts
+
+
+def _template(form, service, phase, stream, timestamp):
+    """The `%` template of an entry's JSON with these shared fields: %d seq, %s message."""
+    colon, comma = form
+    return (f'{{"seq"{colon}%d{comma}"service"{colon}{_literal(service)}'
+            f'{comma}"phase"{colon}{_literal(phase)}{comma}"stream"{colon}'
+            f'{_literal(stream)}{comma}"message"{colon}%s'
+            f'{comma}"timestamp"{colon}{_literal(timestamp)}}}')
 
 
 def _literal(text):
