@@ -252,6 +252,8 @@ def _newest(rings, low, high, count):
 
 def _format_lines(entries):
     """The JSONL text of a batch: one `json.dumps(entry.as_dict())` line per entry."""
+    if isinstance(entries, Chunk):
+        return entries.json_lines(FILE)
     return "\n".join(entries_json(entries, FILE)) + "\n"
 
 
