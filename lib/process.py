@@ -10,21 +10,18 @@ Threads: two per process, one reader per stream. The reader whose stream ends fi
 for the exit (it is the watcher); the one whose stream ends last reports it, so the exit
 comes after all output. One sweeper thread per server notices a process that exited while
 a grandchild keeps both its pipes open, and reports that exit after DRAIN_TIMEOUT."""
-import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 
 CHUNK = 65536  # bytes per os.read: one pipe buffer's worth
 MAX_LINE = 65536  # bytes; a longer line is cut into pieces of at most this size (SPEC 4.1)
 DRAIN_TIMEOUT = 0.5  # seconds an exit noticed by the sweeper waits for the readers
 RUN_MARKER = "FLOWLAYER_RUN"
-RUN_ID = uuid.uuid4().hex  # this server run
+RUN_ID = os.urandom(16).hex()  # this server run
 REAP_INTERVAL = 0.25  # seconds between two rounds of the sweeper
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
@@ -143,8 +140,9 @@ def become_subreaper():
     it worked (elsewhere, or without prctl, it does nothing)."""
     if not sys.platform.startswith("linux"):
         return False
+    import ctypes  # here, not at import: tests and the guardian do not need it
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library linked into Python
         return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False

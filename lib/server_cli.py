@@ -7,7 +7,6 @@ import socket
 import sys
 import threading
 import time
-import uuid
 
 from . import __version__
 from .config import ConfigError, load, parse_bind
@@ -94,6 +93,7 @@ def run(argv):
     if token == "":
         raise UsageError("-token: must not be empty")
     if bind is not None and token is None:
+        import uuid  # here: most runs never generate a token
         token = f"fl_{uuid.uuid4()}"
     return serve(config, bind, token, color=use_color(flags))
 
