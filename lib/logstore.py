@@ -82,6 +82,7 @@ class LogStore:
         self._lock = threading.Lock()
         self._rings = {}  # service -> _Ring of its newest entries
         self._subscribers = ()  # ((token, callback), ...), replaced as a whole on change
+        self._waiters = ()  # ((token, wait), ...): called by append outside the lock
         self._tokens = itertools.count(1)
         self._broken = set()  # tokens of subscribers that raised (reported once)
         self._logs_dir = logs_dir
@@ -99,6 +100,8 @@ class LogStore:
         writer = self._append(service, stream, messages, phase)
         if writer is not None:
             writer.wait_for_room()
+        for _, wait in self._waiters:
+            wait()
 
     def append_server(self, message):
         """One server-level line (boot, summary, shutdown, warnings): service `flowlayer`.
@@ -132,17 +135,22 @@ class LogStore:
             self._warn(message)
         return writer
 
-    def subscribe(self, callback):
+    def subscribe(self, callback, wait=None):
         """Call `callback(entries)` for every appended chunk, under the store lock (so in seq
-        order); it must only enqueue. Returns a token for `unsubscribe`."""
+        order); it must only enqueue. `wait()`, if given, is called after each append of a
+        service's lines, outside the lock: it may hold that capture thread (backpressure).
+        Returns a token for `unsubscribe`."""
         with self._lock:
             token = next(self._tokens)
             self._subscribers += ((token, callback),)
+            if wait is not None:
+                self._waiters += ((token, wait),)
         return token
 
     def unsubscribe(self, token):
         with self._lock:
             self._subscribers = tuple(s for s in self._subscribers if s[0] != token)
+            self._waiters = tuple(w for w in self._waiters if w[0] != token)
 
     def query(self, service=None, limit=None, after_seq=None, before_seq=None):
         """`(entries, truncated)` of SPEC 4.3 for one service (`flowlayer` included) or all

@@ -134,7 +134,7 @@ def serve(config, bind, token, color):
     except OSError as exc:
         echo.close()
         raise RuntimeFailure(f"cannot use logs dir {config.logs_dir}: {exc.strerror or exc}") from None
-    store.subscribe(echo.offer)
+    store.subscribe(echo.offer, wait=echo.wait_for_room)
     guardian = Guardian()
     runtime = Runtime(config, store, guardian)
     say = store.append_server
