@@ -1,9 +1,11 @@
 """Benchmark of the session API: live log delivery, command round trips, get_logs, idle CPU.
 
 Run: python bench/session.py [--idle-seconds N]. Prints one table; targets in the last
-column. The server runs in its own process (the runtime, log store and session server of
-lib/, wired as server_cli wires them, without the terminal echo, so the numbers are the
-session's), with real services writing to real pipes. Benchmark clients are separate
+column. The lagging client is one that reads only now and then, 2 s behind a writer at
+50,000 lines/s: the time of its get_logs (5,000 entries) is from the send to the end of the
+result, reading as fast as it can through what was queued before it.
+The server runs in its own process (the runtime, log store and session server of lib/,
+wired as server_cli wires them, without the terminal echo, so the numbers are the session's), with real services writing to real pipes. Benchmark clients are separate
 processes reading raw sockets, many frames per recv(), parsed in bulk.
 """
 import argparse
@@ -242,6 +244,76 @@ def round_trips(port, count):
     return times
 
 
+class LaggingClient(RawSession):
+    """A client that reads only now and then: its connection stays behind the writer.
+    Every byte it reads is scanned for the writer's seqs, to count what it was sent."""
+
+    def __init__(self, port):
+        super().__init__(port)
+        self.data, self.seen = self.buffer, set()
+
+    def _scan(self):
+        cut = self.data.rfind(b"}}") + 2
+        self.seen.update(map(int, SEQ.findall(self.data, 0, cut)))
+        return cut
+
+    def reply_time(self, name, payload, end):
+        """Seconds from sending a command to the end of its result, reading as fast as
+        possible through what was queued before it; `end` closes the result's text."""
+        started = time.perf_counter()
+        prefix = self.send_command(name, payload)
+        pieces, searched, at, tail = [], 0, -1, self.data[-64:]
+        while True:   # a search of each received piece only, joined at the end
+            data = tail + self.sock.recv(1 << 20)
+            pieces.append(data[len(tail):])
+            if at < 0 and (found := data.find(prefix)) >= 0:
+                at = searched - len(tail) + found
+            if at >= 0 and data.find(end, max(0, at - searched + len(tail))) >= 0:
+                elapsed = time.perf_counter() - started
+                break
+            searched += len(data) - len(tail)
+            tail = data[-64:]
+        data = self.data + b"".join(pieces)
+        at += len(self.data)
+        stop = data.find(end, at) + len(end)
+        self.data = data[:at] + data[stop:]   # the result's entries are not log events
+        self.data = self.data[self._scan():]
+        return elapsed
+
+    def drain(self, quiet=2.0):
+        """Read until nothing came for `quiet` seconds."""
+        self.sock.settimeout(quiet)
+        try:
+            while chunk := self.sock.recv(1 << 20):
+                self.data += chunk
+                self.data = self.data[self._scan():]
+        except TimeoutError:
+            pass
+
+
+def lagging_replies(directory, server, rounds=40, rate=50_000, behind=2.0, pause=0.1):
+    """get_logs of 5,000 entries on a connection `behind` seconds behind a writer at `rate`
+    lines/s, which stops reading for `pause` after each reply; (times, lines dropped)."""
+    session = RawSession(server.port)
+    session.start_frames()
+    count = int(rate * (behind + rounds * (pause + 0.05) + 2))
+    trigger(directory, count, rate)
+    time.sleep(1.0)
+    session.command("get_logs", {"service": "writer", "limit": 1})   # the writer is running
+    session.sock.close()
+    client = LaggingClient(server.port)
+    time.sleep(behind)
+    times = []
+    for _ in range(rounds):
+        times.append(client.reply_time("get_logs", {"service": "writer", "limit": 5000},
+                                       b'"effective_limit":5000}}}'))
+        time.sleep(pause)
+    client.drain()
+    sent = len(client.seen)
+    client.sock.close()
+    return times, sent, count
+
+
 # ---- the benchmark -----------------------------------------------------------------------
 
 def main():
@@ -292,6 +364,17 @@ def main():
         row("  writer lines a raw client received meanwhile, lines/s",
             f"{received / (last - first):,.0f}", "~100,000")
         sink.join()
+
+        server = Server(directory, {"writer": writer})
+        try:
+            times, sent, count = lagging_replies(directory, server)
+        finally:
+            server.stop()
+        row("get_logs 5,000, client 2 s behind 50,000 lines/s: p50 / p99 ms",
+            f"{percentile(times, .5) * 1e3:.1f} / {percentile(times, .99) * 1e3:.1f}",
+            "p99 <= 20 ms")
+        row("  log events not sent to it (dropped) / lines written",
+            f"{count - sent:,} / {count:,}", "(dropped)")
 
         fillers = {f"svc{i:02d}": {"cmd": py(FILLER, f"svc{i:02d}")} for i in range(20)}
         server = Server(directory, fillers)

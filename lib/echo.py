@@ -4,15 +4,24 @@ The store hands entries to `offer` under its lock; a slow terminal must never sl
 capture, so entries past a backlog bounded in bytes (`logstore.chunk_bytes`: a few long lines weigh
 as much as many short ones) are counted instead of queued, and one
 `[flowlayer] echo: N lines skipped` line reports them once the writer catches up.
+An output that keeps up (a file, /dev/null) loses nothing: `wait_for_room`, which the store
+calls outside its lock after an append, holds the capturing thread while the backlog is
+over half its bound, unless a write has been blocked for more than STALL (a terminal held
+with Ctrl-S), so a slow output costs capture at most STALL once.
+The entries of a chunk (`entry.Chunk`) share service and stream, so their text is one
+`str.join` of the messages with its prefix: the echo formats at C speed and keeps up with
+capture when its output does.
 """
 import threading
+import time
 from collections import deque
 
 from .entry import SERVER
 from .logstore import first_within
 
 BACKLOG_BYTES = 4 << 20  # chunk_bytes() of the entries waiting for the terminal
-WRITE_LINES = 1024  # lines formatted per write: a flood's chunk of 32,768 is never whole text
+WRITE_LINES = 2048  # lines formatted per write: a flood's chunk of 32,768 is never whole text
+STALL = 0.05  # seconds a write may take before the output counts as slow
 PALETTE = (36, 33, 35, 32, 34, 96, 93, 95, 92, 94)
 
 
@@ -25,6 +34,8 @@ class Echo:
         self._lock = threading.Lock()
         self.set_names(names)
         self._wake = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)
+        self._write_started = None  # monotonic time of the write in progress
         self._queue = deque()
         self._pending = 0  # chunk_bytes() of the queued entries
         self._skipped = 0
@@ -41,7 +52,7 @@ class Echo:
                             for i, name in enumerate(sorted(names))}
 
     def offer(self, entries):
-        """Store subscriber: queue what fits in the backlog (a first line always fits an
+        """Store subscriber (`entries` is a Chunk): queue what fits in the backlog (a first line always fits an
         empty one), count the rest, never block."""
         with self._lock:
             part, size = first_within(entries, BACKLOG_BYTES - self._pending,
@@ -51,6 +62,16 @@ class Echo:
                 self._queue.append(part)
                 self._pending += size
                 self._wake.notify()
+
+    def wait_for_room(self):
+        """Store waiter: hold the capturing thread while the output keeps up and the backlog
+        is over half its bound, so that offer never has to skip."""
+        with self._lock:
+            while self._pending > BACKLOG_BYTES // 2 and not self._closed:
+                started = self._write_started
+                if started is not None and time.monotonic() - started > STALL:
+                    return  # the output is slow: skip rather than slow capture
+                self._room.wait(STALL)
 
     def say(self, text):
         """A server line that is not a log entry (the session token)."""
@@ -63,6 +84,7 @@ class Echo:
         with self._lock:
             self._closed = True
             self._wake.notify()
+            self._room.notify_all()
         self._thread.join(timeout=10)
 
     def _run(self):
@@ -72,6 +94,7 @@ class Echo:
                 batches = list(self._queue)
                 self._queue.clear()
                 self._pending = 0
+                self._room.notify_all()
                 skipped, self._skipped = self._skipped, 0
                 done = self._closed and not batches and not skipped
             if done:
@@ -81,36 +104,40 @@ class Echo:
                 if isinstance(batch, str):
                     parts.append(self._server_line(batch))
                     continue
+                prefix, suffix = self._decoration(batch.service, batch.stream)
                 for start in range(0, len(batch), WRITE_LINES):
-                    parts.extend(map(self._format, batch[start:start + WRITE_LINES]))
-                    if len(parts) >= WRITE_LINES:
-                        self._write(parts)
-                        parts = []
+                    lines = batch.messages[start:start + WRITE_LINES]
+                    parts += (prefix, (suffix + prefix).join(lines), suffix)
+                    self._write(parts)
+                    parts = []
             if skipped:
                 parts.append(self._server_line(f"echo: {skipped} lines skipped"))
             self._write(parts)
 
     def _write(self, parts):
+        self._write_started = time.monotonic()
         try:
             self._out.write("".join(parts).encode("utf-8", "replace"))
             self._out.flush()
         except (OSError, ValueError):
             pass
+        self._write_started = None
 
     def _server_line(self, message):
         tag = "\x1b[1m[flowlayer]\x1b[0m" if self._color else "[flowlayer]"
         return f"{tag} {message}\n"
 
-    def _format(self, entry):
-        if entry.service == SERVER:
-            return self._server_line(entry.message)
-        mark = "!" if entry.stream == "stderr" else "|"
-        name = entry.service.ljust(self._width)
+    def _decoration(self, service, stream):
+        """(prefix, suffix) around each message of `service` on `stream`."""
+        if service == SERVER:
+            return self._server_line("")[:-1], "\n"
+        mark = "!" if stream == "stderr" else "|"
+        name = service.ljust(self._width)
         if not self._color:
-            return f"{name} {mark} {entry.message}\n"
-        name = f"\x1b[{self._colors.get(entry.service, 37)}m{name}\x1b[0m"
-        if entry.stream == "stderr":
-            return f"{name} \x1b[31m{mark} {entry.message}\x1b[0m\n"
-        if entry.stream == "system":
-            return f"{name} {mark} \x1b[2m{entry.message}\x1b[0m\n"
-        return f"{name} {mark} {entry.message}\n"
+            return f"{name} {mark} ", "\n"
+        name = f"\x1b[{self._colors.get(service, 37)}m{name}\x1b[0m"
+        if stream == "stderr":
+            return f"{name} \x1b[31m{mark} ", "\x1b[0m\n"
+        if stream == "system":
+            return f"{name} {mark} \x1b[2m", "\x1b[0m\n"
+        return f"{name} {mark} ", "\n"

@@ -15,7 +15,6 @@ import re
 import stat
 import sys
 
-import json5
 
 MAX_BYTES = 16 << 20  # a config is a few KiB; this bounds what a wrong path can cost
 
@@ -182,7 +181,9 @@ def _parse(text, file):
 
 
 def _json5_loads(text):
-    """The slow path: json5 with the same hooks, surrogate pairs joined as json.loads does."""
+    """The slow path: json5 with the same hooks, surrogate pairs joined as json.loads does.
+    Imported here: most configs never need it, and the boot does not wait for its import."""
+    import json5
     return _join_surrogates(json5.loads(text, **_HOOKS))
 
 

@@ -2,7 +2,8 @@
 service, queries over them, subscribers, and the JSONL projection on disk (SPEC 4.1-4.3).
 
 `append` is the capture hot path (reader threads, one call per 64 KiB chunk): it does one
-lock acquisition and one C-level map per call, and nothing per line beyond that.
+lock acquisition and stores the read as one `Chunk`, nothing per line. Rings, subscribers and
+the writer hold chunks; LogEntry objects are made only for a query's answer.
 Disk writes happen on a writer thread whose queue is bounded in bytes: when the disk is
 slower than a service, `append` waits (outside the lock) until the writer has room, so that
 service's capture slows down and nothing is lost. Disk reads happen only for `before_seq`
@@ -19,29 +20,30 @@ import sys
 import threading
 import time
 from collections import deque
-from itertools import islice, repeat
+from itertools import islice
 from json.encoder import encode_basestring_ascii as _json_string
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
-from .entry import FILE, SERVER, LogEntry, entries_json, format_timestamp
+from .entry import FILE, SERVER, Chunk, LogEntry, entries_json, format_timestamp
 
 ALL_FILE = "all.jsonl"
 FLUSH_INTERVAL = 0.2  # seconds an entry may wait in the writer before it reaches the file
 _MAX_PENDING = 1 << 20  # bytes the writer buffers before writing early
-_FORMAT_SLICE = 1024  # entries the writer formats at a time
+_FORMAT_SLICE = 4096  # entries the writer formats at a time
 _BLOCK = 1 << 16  # bytes per read when scanning a JSONL file backwards
 _SYNC_TIMEOUT = 10.0  # seconds a disk query waits for the writer to catch up
 _SEQ = itemgetter(0)
 _MESSAGE = itemgetter(4)
+_FIRST = attrgetter("first")
 ENTRY_OVERHEAD = 200  # bytes of memory a LogEntry holds besides its message's characters
 WRITER_QUEUE_BYTES = 4 << 20  # chunk_bytes() queued for the writer before append waits
 
 
-_new_entry = tuple.__new__  # builds a LogEntry from a tuple without a Python-level call
-
-
 def chunk_bytes(entries):
-    """About the memory a chunk of entries holds: what every queue of them is bounded by."""
+    """About the memory a chunk of entries (a Chunk or a list) holds as entries: what every
+    queue of them is bounded by."""
+    if isinstance(entries, Chunk):
+        return entries.message_bytes() + ENTRY_OVERHEAD * len(entries)
     return sum(map(len, map(_MESSAGE, entries))) + ENTRY_OVERHEAD * len(entries)
 
 
@@ -78,8 +80,9 @@ class LogStore:
         self.buffer_size = buffer_size
         self._warn = on_warning or _print_warning
         self._lock = threading.Lock()
-        self._rings = {}  # service -> deque of its newest entries
+        self._rings = {}  # service -> _Ring of its newest entries
         self._subscribers = ()  # ((token, callback), ...), replaced as a whole on change
+        self._waiters = ()  # ((token, wait), ...): called by append outside the lock
         self._tokens = itertools.count(1)
         self._broken = set()  # tokens of subscribers that raised (reported once)
         self._logs_dir = logs_dir
@@ -97,6 +100,8 @@ class LogStore:
         writer = self._append(service, stream, messages, phase)
         if writer is not None:
             writer.wait_for_room()
+        for _, wait in self._waiters:
+            wait()
 
     def append_server(self, message):
         """One server-level line (boot, summary, shutdown, warnings): service `flowlayer`.
@@ -110,16 +115,12 @@ class LogStore:
         broken = []
         with self._lock:
             stamp = format_timestamp(time.time())
-            first = self._next_seq
-            self._next_seq = first + len(messages)
-            # map over C callables: no Python-level frame per line.
-            entries = list(map(_new_entry, repeat(LogEntry), zip(
-                range(first, self._next_seq), repeat(service), repeat(phase), repeat(stream),
-                messages, repeat(stamp))))
+            entries = Chunk(self._next_seq, service, phase, stream, messages, stamp)
+            self._next_seq += len(messages)
             ring = self._rings.get(service)
             if ring is None:
-                ring = self._rings[service] = deque(maxlen=self.buffer_size)
-            ring.extend(entries)
+                ring = self._rings[service] = _Ring(self.buffer_size)
+            ring.add(entries)
             writer = self._writer
             if writer is not None:
                 writer.put(entries)
@@ -134,17 +135,22 @@ class LogStore:
             self._warn(message)
         return writer
 
-    def subscribe(self, callback):
+    def subscribe(self, callback, wait=None):
         """Call `callback(entries)` for every appended chunk, under the store lock (so in seq
-        order); it must only enqueue. Returns a token for `unsubscribe`."""
+        order); it must only enqueue. `wait()`, if given, is called after each append of a
+        service's lines, outside the lock: it may hold that capture thread (backpressure).
+        Returns a token for `unsubscribe`."""
         with self._lock:
             token = next(self._tokens)
             self._subscribers += ((token, callback),)
+            if wait is not None:
+                self._waiters += ((token, wait),)
         return token
 
     def unsubscribe(self, token):
         with self._lock:
             self._subscribers = tuple(s for s in self._subscribers if s[0] != token)
+            self._waiters = tuple(w for w in self._waiters if w[0] != token)
 
     def query(self, service=None, limit=None, after_seq=None, before_seq=None):
         """`(entries, truncated)` of SPEC 4.3 for one service (`flowlayer` included) or all
@@ -185,8 +191,8 @@ class LogStore:
         full ring may have dropped older entries, and this run's first seq otherwise."""
         floor = self._first_seq
         for ring in rings:
-            if len(ring) == ring.maxlen:
-                floor = max(floor, ring[0].seq)
+            if ring.count == ring.limit:
+                floor = max(floor, ring.chunks[0].first)
         return floor
 
     def _read_disk(self, service, bound, count):
@@ -204,14 +210,49 @@ def _print_warning(message):
     print(f"warning: {message}", file=sys.stderr)
 
 
+class _Ring:
+    """The newest `limit` entries of one service, as the chunks they came in (the oldest
+    one cut to fit)."""
+    __slots__ = ("chunks", "count", "limit")
+
+    def __init__(self, limit):
+        self.chunks = deque()
+        self.count = 0
+        self.limit = limit
+
+    def add(self, chunk):
+        self.chunks.append(chunk)
+        self.count += len(chunk)
+        while self.count > self.limit:
+            oldest, excess = self.chunks[0], self.count - self.limit
+            if len(oldest) <= excess:
+                self.chunks.popleft()
+                self.count -= len(oldest)
+            else:
+                self.chunks[0] = oldest[excess:]
+                self.count -= excess
+
+    def newest_first(self, low, high):
+        """The entries with `low <= seq < high` (no upper bound when `high` is None), newest
+        first; the entries of a chunk are made only when the scan reaches it."""
+        chunks = self.chunks
+        stop = len(chunks) if high is None else bisect.bisect_left(chunks, high, key=_FIRST)
+        for index in range(stop - 1, -1, -1):
+            chunk = chunks[index]
+            end = len(chunk) if high is None else min(len(chunk), high - chunk.first)
+            begin = max(0, low - chunk.first)
+            if begin < end:
+                yield from reversed(chunk[begin:end].entries())
+            if chunk.first <= low:
+                return
+
+
 def _newest(rings, low, high, count):
     """The newest `count` entries with `low <= seq < high` (no upper bound when `high` is
     None) across the rings, newest first: a merge of the rings read backwards."""
-    ranges = []
-    for ring in rings:
-        start = bisect.bisect_left(ring, low, key=_SEQ)
-        stop = len(ring) if high is None else bisect.bisect_left(ring, high, key=_SEQ)
-        ranges.append(islice(reversed(ring), len(ring) - stop, len(ring) - start))
+    ranges = [ring.newest_first(low, high) for ring in rings]
+    if len(ranges) == 1:
+        return list(islice(ranges[0], count))
     return list(islice(heapq.merge(*ranges, key=_SEQ, reverse=True), count))
 
 
@@ -219,6 +260,8 @@ def _newest(rings, low, high, count):
 
 def _format_lines(entries):
     """The JSONL text of a batch: one `json.dumps(entry.as_dict())` line per entry."""
+    if isinstance(entries, Chunk):
+        return entries.json_lines(FILE)
     return "\n".join(entries_json(entries, FILE)) + "\n"
 
 
@@ -345,8 +388,8 @@ class _JsonlWriter:
         self._warn = warn
         self._max_queued = WRITER_QUEUE_BYTES
         self._changed = threading.Condition(threading.Lock())
-        self._queue = deque()  # entry lists, sync events and _STOP, in order
-        self._queued = 0  # chunk_bytes() of the entry lists in the queue
+        self._queue = deque()  # chunks, sync events and _STOP, in order
+        self._queued = 0  # chunk_bytes() of the chunks in the queue
         self._pending = {}  # file name -> list of encoded chunks
         self._pending_size = 0
         self._opened = set()  # file names already opened (and their tail checked) this run
@@ -391,7 +434,7 @@ class _JsonlWriter:
             if not self._changed.wait_for(lambda: self._queue, timeout):
                 return None
             item = self._queue.popleft()
-            if isinstance(item, list):
+            if isinstance(item, Chunk):
                 self._queued -= chunk_bytes(item)
                 self._changed.notify_all()
             return item
@@ -401,7 +444,7 @@ class _JsonlWriter:
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             item = self._get(timeout)
-            if isinstance(item, list):
+            if isinstance(item, Chunk):
                 if self._failed:
                     continue
                 self._buffer(item)
@@ -420,7 +463,7 @@ class _JsonlWriter:
         """Format a batch _FORMAT_SLICE entries at a time (a flood's batch holds 32,768),
         each slice encoded once for both files."""
         both = [self._pending.setdefault(ALL_FILE, [])]
-        name = _file_name(entries[0].service)
+        name = _file_name(entries.service)
         if name is not None and name not in self._failed_files:
             both.append(self._pending.setdefault(name, []))
         for start in range(0, len(entries), _FORMAT_SLICE):

@@ -3,28 +3,32 @@ and stop it together with everything it started (its process group).
 
 Every process carries RUN_MARKER=RUN_ID in its environment, inherited by whatever it starts,
 so that the guardian can tell our processes from others by pid. On Linux the server is a
-child subreaper: a grandchild that leaves its group stays in our tree, and `Reaper` reaps
-such adopted orphans without touching the exit status of our own children."""
-import ctypes
-import ctypes.util
+child subreaper: a grandchild that leaves its group stays in our tree, and the sweeper
+reaps such adopted orphans without touching the exit status of our own children.
+
+Threads: two per process, one reader per stream. The reader whose stream ends first waits
+for the exit (it is the watcher); the one whose stream ends last reports it, so the exit
+comes after all output. One sweeper thread per server notices a process that exited while
+a grandchild keeps both its pipes open, and reports that exit after DRAIN_TIMEOUT."""
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 
 CHUNK = 65536  # bytes per os.read: one pipe buffer's worth
 MAX_LINE = 65536  # bytes; a longer line is cut into pieces of at most this size (SPEC 4.1)
-DRAIN_TIMEOUT = 0.5  # seconds the watcher waits for the readers after the exit
+DRAIN_TIMEOUT = 0.5  # seconds an exit noticed by the sweeper waits for the readers
 RUN_MARKER = "FLOWLAYER_RUN"
-RUN_ID = uuid.uuid4().hex  # this server run
-REAP_INTERVAL = 0.25  # seconds between two looks for adopted zombies
+RUN_ID = os.urandom(16).hex()  # this server run
+REAP_INTERVAL = 0.25  # seconds between two rounds of the sweeper
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 _spawn_lock = threading.Lock()  # held by spawn() and by the reaper
 _children = set()  # pids of our own Popen children, until their Popen reaped them
+_unwatched = {}  # pid -> Process whose two streams are both still open (the sweeper's work)
+_sweeper = {"started": False, "orphans": False}  # under _spawn_lock
 
 
 class SpawnError(Exception):
@@ -136,8 +140,9 @@ def become_subreaper():
     it worked (elsewhere, or without prctl, it does nothing)."""
     if not sys.platform.startswith("linux"):
         return False
+    import ctypes  # here, not at import: tests and the guardian do not need it
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library linked into Python
         return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
@@ -186,16 +191,28 @@ def _zombie_children(parent):
 
 
 def start_reaper():
-    """A daemon thread reaping adopted orphans every REAP_INTERVAL (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return
+    """Let the sweeper also reap adopted orphans every REAP_INTERVAL (Linux only)."""
+    if sys.platform.startswith("linux"):
+        _start_sweeper(orphans=True)
 
-    def loop():
-        while True:
+
+def _start_sweeper(orphans=False):
+    """The one sweeper thread of the server, started once; `orphans` turns on reaping."""
+    with _spawn_lock:
+        _sweeper["orphans"] |= orphans
+        if _sweeper["started"]:
+            return
+        _sweeper["started"] = True
+    threading.Thread(target=_sweep, name="sweeper", daemon=True).start()
+
+
+def _sweep():
+    while True:
+        time.sleep(REAP_INTERVAL)
+        for proc in list(_unwatched.values()):
+            proc._notice_exit()
+        if _sweeper["orphans"]:
             reap_adopted()
-            time.sleep(REAP_INTERVAL)
-
-    threading.Thread(target=loop, name="reaper", daemon=True).start()
 
 
 class Process:
@@ -204,7 +221,8 @@ class Process:
 
     `env` holds variables layered over the server's environment (None: inherit as is).
     Callbacks run on this object's threads: `on_lines(stream, messages)` on the reader of
-    that stream ("stdout" or "stderr"), `on_exit(returncode)` on the watcher."""
+    that stream ("stdout" or "stderr"), `on_exit(returncode)` on the reader that finished
+    last (or, when a grandchild holds the pipes, a short-lived drain thread)."""
 
     def __init__(self, argv, env, cwd, on_lines, on_exit):
         self.argv = list(argv)
@@ -215,11 +233,16 @@ class Process:
         self._popen = None
         self._exited = threading.Event()
         self._readers = []
+        self._lock = threading.Lock()
+        self._open_streams = 2
+        self._released = False  # the pid was reaped and handed back (release)
+        self._reported = False
 
     def start(self):
-        """Spawn the process and its reader and watcher threads; raise SpawnError on failure."""
+        """Spawn the process and its two reader threads; raise SpawnError on failure."""
         if not self.argv:
             raise SpawnError("empty command")
+        _start_sweeper()
         try:
             self._popen = spawn(
                 self.argv,
@@ -243,7 +266,9 @@ class Process:
             )
             self._readers.append(reader)
             reader.start()
-        threading.Thread(target=self._watch, name=f"watch-{pid}", daemon=True).start()
+        with self._lock:  # only now may the sweeper drain (join) the readers
+            if self._open_streams == 2:  # else a reader already ended and watches the exit
+                _unwatched[pid] = self
 
     @property
     def pid(self):
@@ -294,13 +319,55 @@ class Process:
                 deliver(stream, lines)
         finally:
             pipe.close()
+            self._stream_ended()
 
-    def _watch(self):
-        returncode = self._popen.wait()  # reaps the child: no zombie
+    def _stream_ended(self):
+        """The first stream to end makes its reader the watcher: it waits for the exit (a
+        process may close its output and run on). The last one reports the exit."""
+        with self._lock:
+            self._open_streams -= 1
+            last = self._open_streams == 0
+        if not last:
+            _unwatched.pop(self._popen.pid, None)
+            self._reap()
+        else:
+            self._exited.wait()
+            self._report()
+
+    def _reap(self):
+        self._popen.wait()  # reaps the child: no zombie
+        self._mark_exited()
+
+    def _mark_exited(self):
+        """Once, after the Popen reaped the process: the pid is no longer ours."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
         release(self._popen.pid)
         self._exited.set()
-        # A grandchild may hold the pipes open; its output keeps flowing after on_exit.
+
+    def _notice_exit(self):
+        """Sweeper: the process exited while a grandchild holds both pipes open. Its exit
+        is reported once the readers drained or DRAIN_TIMEOUT passed; later output still
+        flows."""
+        with self._lock:
+            if self._open_streams < 2 or self._popen.poll() is None:
+                return
+            _unwatched.pop(self._popen.pid, None)
+        self._mark_exited()
+        threading.Thread(target=self._drain, name=f"drain-{self._popen.pid}",
+                         daemon=True).start()
+
+    def _drain(self):
         deadline = time.monotonic() + DRAIN_TIMEOUT
         for reader in self._readers:
             reader.join(max(0.0, deadline - time.monotonic()))
-        self._on_exit(returncode)
+        self._report()
+
+    def _report(self):
+        with self._lock:
+            if self._reported:
+                return
+            self._reported = True
+        self._on_exit(self._popen.returncode)

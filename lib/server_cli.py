@@ -7,7 +7,6 @@ import socket
 import sys
 import threading
 import time
-import uuid
 
 from . import __version__
 from .config import ConfigError, discover, load, parse_bind
@@ -102,6 +101,7 @@ def run(argv):
     if token == "":
         raise UsageError("-token: must not be empty")
     if bind is not None and token is None:
+        import uuid  # here: most runs never generate a token
         token = f"fl_{uuid.uuid4()}"
     return serve(config, bind, token, color=use_color(flags))
 
@@ -142,7 +142,7 @@ def serve(config, bind, token, color):
     except OSError as exc:
         echo.close()
         raise RuntimeFailure(f"cannot use logs dir {config.logs_dir}: {exc.strerror or exc}") from None
-    store.subscribe(echo.offer)
+    store.subscribe(echo.offer, wait=echo.wait_for_room)
     guardian = Guardian()
     runtime = Runtime(config, store, guardian)
     session = None

@@ -50,7 +50,8 @@ MAX_MESSAGE = 1 << 20          # bytes of one client message; more closes with 1
 MAX_BACKLOG = 10_000           # undroppable frames queued for a connection before it is closed
 MAX_BACKLOG_BYTES = 64 << 20   # or bytes of them (a get_logs result can be megabytes)
 LOG_BACKLOG_BYTES = 8 << 20    # bytes of log frames queued for a connection; more are dropped
-LOG_BLOB_BYTES = 256 << 10     # the broadcaster hands log frames over in blobs of about this
+LOG_BLOB_BYTES = 64 << 10      # the broadcaster hands log frames over in blobs of about this
+LOG_TAKE_BYTES = 64 << 10      # log bytes a sender writes between two looks at the other lane
 LOG_SLICE = 1024               # entries the broadcaster turns into frames at a time
 LOG_QUEUE_BYTES = 4 << 20      # chunk_bytes() of lines waiting for the broadcaster; more are dropped
 HEAD_TIMEOUT = 5.0             # seconds to receive a request's line and headers
@@ -228,21 +229,23 @@ def _hang_up(sock):
 # ---- one connection ------------------------------------------------------------------------
 
 class _Outbox:
-    """The frames waiting for one connection's sender, in order.
+    """The frames waiting for one connection's sender, in two lanes.
 
-    Log blobs are dropped (their lines counted in `dropped_lines`; a client gets them back
-    with `get_logs` `after_seq`) when the queued log bytes would pass LOG_BACKLOG_BYTES; every
-    other frame is queued, and `put` returns False once more than MAX_BACKLOG of them, or
-    more than MAX_BACKLOG_BYTES of them (a lone frame aside, however large), wait.
+    Replies, acks and events other than `log` are never dropped and always go first, in
+    their order; log blobs follow, LOG_TAKE_BYTES at a time, so a reply waits behind at most
+    that much of them. Log blobs are dropped (their lines counted in `dropped_lines`; a
+    client gets them back with `get_logs` `after_seq`) when the queued log bytes would pass
+    LOG_BACKLOG_BYTES. `put` returns False once more than MAX_BACKLOG undroppable frames,
+    or more than MAX_BACKLOG_BYTES of them (a lone frame aside, however large), wait.
     Nothing reaches the sender before `release`, which puts hello and snapshot first.
     """
 
     def __init__(self):
         self._ready = threading.Condition(threading.Lock())
-        self._frames = []
+        self._frames = []        # the undroppable lane
+        self._logs = deque()     # log blobs
         self._log_bytes = 0
         self.dropped_lines = 0
-        self._backlog = 0
         self._backlog_bytes = 0
         self._released = False
         self._closed = False
@@ -253,11 +256,11 @@ class _Outbox:
             if self._closed:
                 return True
             self._frames.append(frame)
-            self._backlog += 1
             self._backlog_bytes += len(frame)
             self._ready.notify()
-            return self._backlog <= MAX_BACKLOG and (
-                self._backlog == 1 or self._backlog_bytes <= MAX_BACKLOG_BYTES)
+            backlog = len(self._frames)
+            return backlog <= MAX_BACKLOG and (
+                backlog == 1 or self._backlog_bytes <= MAX_BACKLOG_BYTES)
 
     def offer(self, blob, lines):
         """Queue a blob of `lines` log frames, or drop and count it when the log backlog is
@@ -268,14 +271,13 @@ class _Outbox:
             if self._log_bytes + len(blob) > LOG_BACKLOG_BYTES:
                 self.dropped_lines += lines
                 return
-            self._frames.append(blob)
+            self._logs.append(blob)
             self._log_bytes += len(blob)
             self._ready.notify()
 
     def release(self, first):
         with self._ready:
             self._frames[:0] = first
-            self._backlog += len(first)
             self._released = True
             self._ready.notify()
 
@@ -284,6 +286,7 @@ class _Outbox:
         with self._ready:
             self._closed = True
             self._frames = []
+            self._logs.clear()
             self._ready.notify()
 
     def close(self, final=None):
@@ -294,16 +297,24 @@ class _Outbox:
             self._ready.notify()
 
     def take(self):
-        """Block until frames are due; return (frames, whether they are the last)."""
+        """Block until frames are due; return (frames, whether they are the last): every
+        undroppable frame, then log blobs up to LOG_TAKE_BYTES (all of them at the end)."""
         with self._ready:
-            while not self._closed and not (self._released and self._frames):
+            while not self._closed and not (self._released and (self._frames or self._logs)):
                 self._ready.wait()
-            frames = self._frames if self._released else []
-            self._frames = []
-            self._log_bytes = self._backlog = self._backlog_bytes = 0
-            if self._closed and self._final is not None:
+            if not self._released:
+                return ([self._final] if self._final is not None else []), True
+            frames, self._frames, self._backlog_bytes = self._frames, [], 0
+            taken = 0
+            while self._logs and (self._closed or taken < LOG_TAKE_BYTES):
+                blob = self._logs.popleft()
+                frames.append(blob)
+                taken += len(blob)
+            self._log_bytes -= taken
+            last = self._closed and not self._logs
+            if last and self._final is not None:
                 frames.append(self._final)
-            return frames, self._closed
+            return frames, last
 
 
 class _Connection:

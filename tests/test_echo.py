@@ -1,5 +1,6 @@
 """The terminal echo: its backlog is bounded in bytes, what it skips is counted (SPEC 4.2)."""
 import threading
+import time
 
 from lib import echo as echo_module
 from lib.echo import Echo
@@ -73,3 +74,61 @@ def test_a_chunk_larger_than_the_bound_is_echoed_in_part_and_the_rest_counted(mo
     echo.offer(lines)
     echo.close()
     assert out.data.decode().count("x" * 100) == 1
+
+
+class SlowFile:
+    """A binary stream that keeps up, slowly: every write takes a little while."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    def write(self, data):
+        time.sleep(0.002)
+        self.data += data
+
+    def flush(self):
+        pass
+
+
+def test_an_output_that_keeps_up_gets_every_line(monkeypatch):
+    """Capture outpaces the echo (tiny backlog, slow writes): the capturing thread waits for
+    room instead of the echo skipping."""
+    monkeypatch.setattr(echo_module, "BACKLOG_BYTES", 20_000)
+    store = LogStore()
+    out = SlowFile()
+    echo = Echo(out, ["api"])
+    store.subscribe(echo.offer, wait=echo.wait_for_room)
+    for i in range(200):
+        store.append("api", "stdout", [f"{i}.{n}" for n in range(50)], "running")
+    echo.close()
+    text = out.data.decode()
+    assert "skipped" not in text
+    assert text.splitlines() == [f"api | {i}.{n}" for i in range(200) for n in range(50)]
+
+
+def test_a_stalled_output_holds_capture_once_for_at_most_the_stall_time(monkeypatch):
+    monkeypatch.setattr(echo_module, "BACKLOG_BYTES", 20_000)
+    store = LogStore()
+    out = StalledTerminal()
+    echo = Echo(out, ["api"])
+    store.subscribe(echo.offer, wait=echo.wait_for_room)
+    store.append("api", "stdout", ["first"], "running")
+    assert out.entered.wait(30)                  # the writer is blocked in its write
+    done = threading.Event()
+
+    def capture():
+        for i in range(200):
+            store.append("api", "stdout", [f"{i}.{n}" for n in range(50)], "running")
+        done.set()
+
+    thread = threading.Thread(target=capture)
+    thread.start()
+    try:
+        assert done.wait(30), "capture must go on while the terminal is stalled"
+    finally:
+        out.gate.set()
+        thread.join(30)
+        echo.close()
+    skipped = int(out.data.decode().rsplit("echo: ", 1)[1].split()[0])
+    echoed = out.data.decode().count("api | ")
+    assert echoed + skipped == 1 + 200 * 50 and skipped > 0

@@ -260,6 +260,33 @@ def test_grandchild_holding_the_pipe_does_not_delay_exit_and_is_still_read(tmp_p
     assert capture.exit_codes == [0]  # on_exit exactly once
 
 
+def test_a_process_that_closes_its_output_and_runs_on_is_reported_at_its_exit(tmp_path):
+    flag = tmp_path / "go"
+    proc, capture = start(py_cmd(
+        "import os, sys, time\n"
+        "print('bye', flush=True); os.close(1); os.close(2)\n"
+        f"while not os.path.exists({str(flag)!r}): time.sleep(0.01)\n"
+        "sys.exit(4)"
+    ))
+    wait_until(lambda: capture.lines["stdout"] == ["bye"], message="last line")
+    assert not capture.exited.wait(0.5)  # still running: nothing reported
+    assert proc.alive
+    flag.touch()
+    assert capture.exited.wait(30)
+    assert capture.exit_codes == [4]
+    assert capture.lines_at_exit == {"stdout": 1, "stderr": 0}
+
+
+def test_two_threads_per_process():
+    proc, capture = start(py_cmd("import time; time.sleep(60)"))
+    mine = [t for t in threading.enumerate() if t.name.endswith(f"-{proc.pid}")]
+    assert sorted(t.name.split("-")[0] for t in mine) == ["stderr", "stdout"]
+    proc.terminate()
+    assert capture.exited.wait(30)
+    wait_until(lambda: not any(t.name.endswith(f"-{proc.pid}") for t in threading.enumerate()),
+               message="no thread left")
+
+
 # --- the line splitter on its own: any chunking gives the same messages ----------------
 
 @contextlib.contextmanager

@@ -839,10 +839,26 @@ def test_outbox_drops_log_blobs_by_bytes_and_counts_their_lines(monkeypatch):
     assert outbox.put(b"status")                      # never dropped
     outbox.offer(b"c" * 400, 2)
     assert outbox.dropped_lines == 5
-    frames, last = outbox.take()
-    assert frames == [b"hello", b"a" * 600, b"status", b"c" * 400] and not last
+    frames, last = outbox.take()   # the undroppable lane first (issue 12)
+    assert frames == [b"hello", b"status", b"a" * 600, b"c" * 400] and not last
     outbox.offer(b"d" * 1000, 1)                      # taken: the backlog is empty again
     assert outbox.take()[0] == [b"d" * 1000] and outbox.dropped_lines == 5
+
+
+def test_replies_go_before_queued_log_blobs_which_are_taken_a_bounded_amount_at_a_time(
+        monkeypatch):
+    monkeypatch.setattr(session_module, "LOG_TAKE_BYTES", 1000)
+    outbox = session_module._Outbox()
+    outbox.release([])
+    for name in b"abc":
+        outbox.offer(bytes([name]) * 600, 1)
+    assert outbox.take() == ([b"a" * 600, b"b" * 600], False)
+    outbox.put(b"reply")
+    assert outbox.take() == ([b"reply", b"c" * 600], False)
+    outbox.offer(b"d" * 600, 1)
+    outbox.offer(b"e" * 600, 1)
+    outbox.close(b"final")
+    assert outbox.take() == ([b"d" * 600, b"e" * 600, b"final"], True)   # all at the end
 
 
 def test_client_whose_undroppable_backlog_passes_the_limit_is_closed(env):
